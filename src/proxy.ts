@@ -1,0 +1,209 @@
+/**
+ * Forwards one authenticated request to the registry and streams the answer back.
+ *
+ * http-proxy 1.18 does the header copying and piping; everything it gets wrong is done here instead
+ * (node-http-proxy issues cited inline):
+ * - client aborts: it listens for `req 'aborted'`, which is unreliable since Node 15 (#1559), so upstream
+ *   sockets leaked. We destroy the upstream request when the response closes unfinished, and the response
+ *   when the upstream response closes early (with Content-Length the client would hang otherwise).
+ * - timeouts: its `proxyTimeout` surfaces as a bare ECONNRESET (#1331); ours is tagged and answered 504.
+ * - keep-alive: without an `agent` it sends `Connection: close` upstream; we pass a pooled agent.
+ * - Location: its autoRewrite skips 202 (#914); we rewrite in `proxyRes` (see headers.ts).
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import httpProxy from 'http-proxy';
+import { BodyLimit } from './body-limit.js';
+import { RegistryError, hasErrno } from './errors.js';
+import { API_VERSION, API_VERSION_HEADER, rewriteLocation } from './headers.js';
+import { sendError } from './reply.js';
+
+export interface ForwarderOptions {
+  upstream: URL;
+  /** PEM CA bundle trusted for an https upstream; null = system roots. */
+  ca: Buffer | null;
+  /** Upstream idle timeout (no bytes either way), in ms. 0 disables it. */
+  timeoutMs: number;
+  maxSockets: number;
+  /** Streaming body limit in bytes; 0 = unlimited. */
+  maxBodySize: number;
+  /** Origins the registry may put in absolute Locations (its own address, `http.host`). */
+  internalOrigins: readonly string[];
+}
+
+/** What happened to one exchange, for the access log and metrics. */
+export interface Exchange {
+  upstreamStatus: number | null;
+  bytesIn: number;
+  bytesOut: number;
+  /** The client went away before the response was complete. */
+  aborted: boolean;
+  /** Why the proxy answered or cut the exchange itself, if it did: a stable code. */
+  error: 'upstream_unavailable' | 'upstream_timeout' | 'body_too_large' | null;
+}
+
+interface State {
+  exchange: Exchange;
+  clientOrigin: string;
+  proxyReq: http.ClientRequest | null;
+  limiter: BodyLimit | null;
+  /** The proxy has already answered (or cut) this exchange; later upstream errors are noise. */
+  settled: boolean;
+}
+
+class UpstreamTimeoutError extends Error {
+  readonly code = 'PCL_UPSTREAM_TIMEOUT';
+}
+
+export class Forwarder {
+  readonly agent: http.Agent;
+  readonly #proxy: httpProxy;
+  readonly #options: ForwarderOptions;
+  readonly #states = new WeakMap<IncomingMessage, State>();
+
+  constructor(options: ForwarderOptions) {
+    this.#options = options;
+    const agentOptions = {
+      keepAlive: true,
+      maxSockets: options.maxSockets,
+      // Idle pooled sockets are closed well before typical upstream idle timeouts, so a reused
+      // socket is not one the registry is closing at the same moment (nodejs/node#47130).
+      timeout: 30_000,
+    };
+    this.agent =
+      options.upstream.protocol === 'https:'
+        ? new https.Agent({ ...agentOptions, ...(options.ca ? { ca: options.ca } : {}) })
+        : new http.Agent(agentOptions);
+    this.#proxy = httpProxy.createProxyServer({
+      target: options.upstream.origin,
+      agent: this.agent,
+      secure: true,
+      xfwd: false, // it appends to client-sent X-Forwarded-*; headers.ts sets them instead
+      changeOrigin: false, // Host stays as the client sent it
+      ws: false,
+    });
+    this.#proxy.on('proxyReq', (proxyReq, req) => this.#onProxyReq(proxyReq, req));
+    this.#proxy.on('proxyRes', (proxyRes, req, res) => this.#onProxyRes(proxyRes, req, res));
+    // http-proxy rethrows 'error' when nobody listens; every call passes its own callback, this is a backstop.
+    this.#proxy.on('error', () => {});
+  }
+
+  /**
+   * Forwards `req` (headers already prepared) and resolves when the exchange is over, either way.
+   * `clientOrigin` is where Locations pointing at the registry are sent instead.
+   */
+  forward(req: IncomingMessage, res: ServerResponse, clientOrigin: string): Promise<Exchange> {
+    const exchange: Exchange = { upstreamStatus: null, bytesIn: 0, bytesOut: 0, aborted: false, error: null };
+    const state: State = { exchange, clientOrigin, proxyReq: null, limiter: null, settled: false };
+    this.#states.set(req, state);
+
+    return new Promise<Exchange>((resolve) => {
+      res.once('close', () => {
+        if (!res.writableFinished) {
+          exchange.aborted = !state.settled;
+          state.proxyReq?.destroy(); // release the upstream socket: the client is gone
+        }
+        if (state.limiter) exchange.bytesIn = state.limiter.bytes;
+        resolve(exchange);
+      });
+
+      let buffer: BodyLimit | undefined;
+      if (hasBody(req)) {
+        const limiter = new BodyLimit(this.#options.maxBodySize);
+        state.limiter = limiter;
+        limiter.on('error', (err) => {
+          exchange.error = 'body_too_large';
+          this.#settle(state, req, res, err instanceof RegistryError ? err : null);
+        });
+        req.pipe(limiter);
+        buffer = limiter;
+      }
+      this.#proxy.web(req, res, buffer ? { buffer } : {}, (err: Error) => this.#onError(err, state, req, res));
+    });
+  }
+
+  close(): void {
+    this.#proxy.close();
+    this.agent.destroy();
+  }
+
+  #onProxyReq(proxyReq: http.ClientRequest, req: IncomingMessage): void {
+    const state = this.#states.get(req);
+    if (!state) return;
+    state.proxyReq = proxyReq;
+    if (state.settled) {
+      proxyReq.destroy();
+      return;
+    }
+    if (this.#options.timeoutMs > 0) {
+      proxyReq.setTimeout(this.#options.timeoutMs, () => {
+        proxyReq.destroy(new UpstreamTimeoutError(`upstream idle for ${this.#options.timeoutMs} ms`));
+      });
+    }
+  }
+
+  #onProxyRes(proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void {
+    const state = this.#states.get(req);
+    if (!state) return;
+    state.exchange.upstreamStatus = proxyRes.statusCode ?? null;
+    const headers = proxyRes.headers;
+    if (typeof headers.location === 'string') {
+      headers.location = rewriteLocation(headers.location, this.#options.internalOrigins, state.clientOrigin);
+    }
+    headers[API_VERSION_HEADER] ??= API_VERSION;
+    // Our decision, not the client's raw header: Node decided keep-alive from the request already, and a
+    // registry that answers before the body is read (an early 4xx) leaves an unread body: close then.
+    headers.connection = res.shouldKeepAlive && (req.complete || !state.limiter) ? 'keep-alive' : 'close';
+    proxyRes.on('data', (chunk: Buffer) => {
+      state.exchange.bytesOut += chunk.length;
+    });
+    proxyRes.once('close', () => {
+      // The upstream went away mid-body: without this the client waits for bytes that never come.
+      if (!proxyRes.complete && !res.writableFinished) res.destroy();
+    });
+  }
+
+  #onError(err: Error, state: State, req: IncomingMessage, res: ServerResponse): void {
+    if (state.settled) return;
+    if (state.exchange.upstreamStatus !== null && !res.headersSent) {
+      // The registry answered early (e.g. 4xx before the whole upload arrived) and closed: its answer
+      // is on its way through the pipe; a write error on the request side must not replace it (#1677).
+      return;
+    }
+    const timeout = err instanceof UpstreamTimeoutError;
+    if (res.writableEnded || (!timeout && req.socket.destroyed && hasErrno(err, 'ECONNRESET'))) return; // client left
+    state.exchange.error = timeout ? 'upstream_timeout' : 'upstream_unavailable';
+    const answer = timeout
+      ? new RegistryError('UNAVAILABLE', 'upstream registry did not answer in time', { status: 504 })
+      : new RegistryError('UNAVAILABLE', 'upstream registry unavailable', {
+          status: 502,
+          detail: { reason: errorCode(err) },
+        });
+    this.#settle(state, req, res, answer);
+  }
+
+  /** Answer (or cut) the exchange ourselves, once, and stop talking to the upstream. */
+  #settle(state: State, req: IncomingMessage, res: ServerResponse, answer: RegistryError | null): void {
+    if (state.settled) return;
+    state.settled = true;
+    state.proxyReq?.destroy();
+    if (state.limiter) req.unpipe(state.limiter);
+    if (answer === null || res.headersSent) {
+      res.destroy();
+      return;
+    }
+    // If the request body was not read to its end, close: we will not drain gigabytes to reuse a socket.
+    sendError(res, answer, { close: !req.complete });
+  }
+}
+
+/** A request has a body when it declares one (RFC 9112 6.3): Content-Length > 0 or Transfer-Encoding. */
+function hasBody(req: IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  const length = req.headers['content-length'];
+  return length !== undefined && length !== '0';
+}
+
+function errorCode(err: Error): string {
+  return typeof (err as NodeJS.ErrnoException).code === 'string' ? (err as NodeJS.ErrnoException).code! : err.message;
+}
