@@ -1,0 +1,30 @@
+/**
+ * One access-log line per request, built from an allow-list of fields: no header is ever copied whole,
+ * so an Authorization header or password cannot reach the log at any level.
+ */
+import type { Route } from './route.js';
+
+export interface AccessRecord {
+  reqId: string;
+  clientIp: string;
+  user: string | null;
+  method: string;
+  /** Path only: the query of upload URLs carries the registry's signed `_state`, not worth logging. */
+  path: string;
+  repository: string | null;
+  operation: Route['operation'];
+  status: number;
+  bytesIn: number;
+  bytesOut: number;
+  durationMs: number;
+  upstreamStatus: number | null;
+  aborted: boolean;
+  error: string | null;
+}
+
+/** Every login starts with an anonymous 401 on /v2/: routine, so it is logged at debug. */
+export function accessLevel(r: AccessRecord): 'debug' | 'info' | 'warn' {
+  if (r.status === 401 && r.operation === 'ping') return 'debug';
+  if (r.status >= 500) return 'warn';
+  return 'info';
+}

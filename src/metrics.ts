@@ -1,0 +1,151 @@
+/**
+ * Prometheus metrics, on their own plain-HTTP listener (bind it to an internal address).
+ *
+ * Labels stay low-cardinality: method, operation, status class. Never user or repository: those belong
+ * in the access log. Blob transfers last minutes, so total duration has wide exponential buckets and
+ * time-to-upstream-headers is measured separately.
+ *
+ * With several workers, each worker records into its own registry and the primary process serves the
+ * sum (prom-client's AggregatorRegistry over the cluster IPC channel): counters and histograms add up,
+ * gauges too (in-flight requests = the sum over workers).
+ */
+import http from 'node:http';
+import https from 'node:https';
+import cluster from 'node:cluster';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Logger } from './log.js';
+
+const LABELS = ['method', 'operation', 'status_class'] as const;
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: 'portcullis_requests_total',
+    help: 'Requests answered, by method, registry operation and status class.',
+    labelNames: LABELS,
+    registers: [this.registry],
+  });
+  readonly duration = new Histogram({
+    name: 'portcullis_request_duration_seconds',
+    help: 'Time from request to the end of the response.',
+    labelNames: LABELS,
+    buckets: [0.005, 0.02, 0.05, 0.2, 0.8, 3.2, 12.8, 51.2, 204.8, 819.2],
+    registers: [this.registry],
+  });
+  readonly upstreamLatency = new Histogram({
+    name: 'portcullis_upstream_response_seconds',
+    help: 'Time until the upstream registry sent response headers.',
+    labelNames: ['operation'],
+    registers: [this.registry],
+  });
+  readonly bytes = new Counter({
+    name: 'portcullis_bytes_total',
+    help: 'Body bytes proxied, by direction (in = client to registry, out = registry to client).',
+    labelNames: ['direction'],
+    registers: [this.registry],
+  });
+  readonly auth = new Counter({
+    name: 'portcullis_auth_total',
+    help: 'Authentication outcomes: ok (bcrypt verified), cached, failed, throttled, anonymous, malformed.',
+    labelNames: ['outcome'],
+    registers: [this.registry],
+  });
+  readonly upstreamErrors = new Counter({
+    name: 'portcullis_upstream_errors_total',
+    help: 'Requests the upstream could not serve: unavailable (refused, reset) or timeout.',
+    labelNames: ['kind'],
+    registers: [this.registry],
+  });
+  readonly inFlight = new Gauge({
+    name: 'portcullis_requests_in_flight',
+    help: 'Requests being served now.',
+    registers: [this.registry],
+  });
+  readonly aborted = new Counter({
+    name: 'portcullis_client_aborts_total',
+    help: 'Requests the client abandoned before the response was complete.',
+    registers: [this.registry],
+  });
+  readonly tlsErrors = new Counter({
+    name: 'portcullis_tls_handshake_errors_total',
+    help: 'TLS handshakes that failed (untrusted CA on the client, protocol mismatch, plain HTTP to the TLS port).',
+    registers: [this.registry],
+  });
+  readonly reloads = new Counter({
+    name: 'portcullis_config_reloads_total',
+    help: 'Reloads of htpasswd, certificate and proxy.yaml, by what and result (ok or error).',
+    labelNames: ['kind', 'result'],
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' });
+    // A worker answers the primary's aggregation requests from this registry.
+    if (cluster.isWorker) AggregatorRegistry.setRegistries([this.registry]);
+  }
+}
+
+export function statusClass(status: number): string {
+  return `${Math.floor(status / 100)}xx`;
+}
+
+export interface ProbeServerOptions {
+  host: string;
+  port: number;
+  /** Text exposition of the metrics (own registry, or the cluster aggregate). */
+  metrics: () => Promise<{ contentType: string; body: string }>;
+  /** Is the upstream registry reachable? */
+  ready: () => Promise<boolean>;
+  logger: Logger;
+}
+
+/** GET /metrics, GET /healthz (process up), GET /readyz (upstream reachable). */
+export async function startProbeServer(opts: ProbeServerOptions): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const reply = (status: number, body: string, type = 'text/plain; charset=utf-8'): void => {
+      res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) });
+      res.end(body);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'method not allowed\n');
+    if (path === '/healthz') return reply(200, 'ok\n');
+    if (path === '/readyz') {
+      opts.ready().then(
+        (ok) => reply(ok ? 200 : 503, ok ? 'ready\n' : 'upstream registry unreachable\n'),
+        () => reply(503, 'upstream registry unreachable\n'),
+      );
+      return;
+    }
+    if (path === '/metrics') {
+      opts.metrics().then(
+        (m) => reply(200, m.body, m.contentType),
+        (err: Error) => {
+          opts.logger.error({ err: err.message }, 'metrics collection failed');
+          reply(500, 'metrics collection failed\n');
+        },
+      );
+      return;
+    }
+    reply(404, 'not found\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  return server;
+}
+
+/** Reachable = the registry answers /v2/ at all (200 or 401), within a short time. */
+export function upstreamProbe(url: URL, agent: http.Agent, timeoutMs = 2000): () => Promise<boolean> {
+  const request = url.protocol === 'https:' ? https.request : http.request;
+  return () =>
+    new Promise<boolean>((resolve) => {
+      const req = request(new URL('/v2/', url), { method: 'GET', agent, timeout: timeoutMs }, (res) => {
+        res.resume();
+        resolve(res.statusCode !== undefined && res.statusCode < 500);
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', () => resolve(false));
+      req.end();
+    });
+}
