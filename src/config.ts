@@ -71,8 +71,11 @@ export const configSchema = z.strictObject({
   upstream: z.strictObject({
     url: httpUrl,
     ca: z.string().min(1).optional(),
-    /** Idle time allowed before the upstream sends response headers; blob transfers are exempt once streaming. */
-    timeout: duration.prefault('60s'),
+    /** Other origins the registry may use in absolute Locations (its `http.host`, if not the url above). */
+    aliases: z.array(httpUrl).prefault([]),
+    /** Upstream idle timeout: no bytes either way for this long -> 504 (or a cut stream). Long, because the
+     * final `PUT ?digest=` of a big layer may take minutes (a 60 s limit broke pushes: traefik#10741). */
+    timeout: duration.prefault('5m'),
     /** Most sockets kept open to the upstream (the keep-alive pool). */
     maxSockets: z.number().int().min(1).max(10_000).prefault(128),
   }),
@@ -111,7 +114,7 @@ export interface Config {
   readonly file: string;
   readonly listen: { host: string; port: number };
   readonly tls: { cert: string; key: string; minVersion: 'TLSv1.2' | 'TLSv1.3' } | null;
-  readonly upstream: { url: URL; ca: string | null; timeoutMs: number; maxSockets: number };
+  readonly upstream: { url: URL; aliases: string[]; ca: string | null; timeoutMs: number; maxSockets: number };
   readonly auth: {
     htpasswd: string;
     realm: string;
@@ -181,6 +184,7 @@ function resolveConfig(p: Parsed, file: string): Config {
     tls: p.tls === false ? null : { cert: abs(p.tls.cert), key: abs(p.tls.key), minVersion: p.tls.minVersion },
     upstream: {
       url: p.upstream.url,
+      aliases: p.upstream.aliases.map((u) => u.origin),
       ca: p.upstream.ca === undefined ? null : abs(p.upstream.ca),
       timeoutMs: p.upstream.timeout,
       maxSockets: p.upstream.maxSockets,

@@ -63,17 +63,7 @@ export class Forwarder {
 
   constructor(options: ForwarderOptions) {
     this.#options = options;
-    const agentOptions = {
-      keepAlive: true,
-      maxSockets: options.maxSockets,
-      // Idle pooled sockets are closed well before typical upstream idle timeouts, so a reused
-      // socket is not one the registry is closing at the same moment (nodejs/node#47130).
-      timeout: 30_000,
-    };
-    this.agent =
-      options.upstream.protocol === 'https:'
-        ? new https.Agent({ ...agentOptions, ...(options.ca ? { ca: options.ca } : {}) })
-        : new http.Agent(agentOptions);
+    this.agent = upstreamAgent(options.upstream, options.ca, options.maxSockets);
     this.#proxy = httpProxy.createProxyServer({
       target: options.upstream.origin,
       agent: this.agent,
@@ -195,6 +185,18 @@ export class Forwarder {
     // If the request body was not read to its end, close: we will not drain gigabytes to reuse a socket.
     sendError(res, answer, { close: !req.complete });
   }
+}
+
+/** The keep-alive pool to the registry (http-proxy without an agent sends `Connection: close`). */
+export function upstreamAgent(upstream: URL, ca: Buffer | null, maxSockets: number): http.Agent {
+  const options = {
+    keepAlive: true,
+    maxSockets,
+    // Idle pooled sockets are closed well before typical upstream idle timeouts, so a reused
+    // socket is not one the registry is closing at the same moment (nodejs/node#47130).
+    timeout: 30_000,
+  };
+  return upstream.protocol === 'https:' ? new https.Agent({ ...options, ...(ca ? { ca } : {}) }) : new http.Agent(options);
 }
 
 /** A request has a body when it declares one (RFC 9112 6.3): Content-Length > 0 or Transfer-Encoding. */

@@ -1,0 +1,118 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { configKeyPaths, envName, loadConfig, parseConfig, redactedConfig } from '../src/config.ts';
+import { PortcullisError } from '../src/errors.ts';
+
+const MINIMAL = `tls: { cert: certs/server.crt, key: certs/server.key }
+upstream: { url: "http://127.0.0.1:5000" }
+auth: { htpasswd: auth/htpasswd }
+`;
+
+function configError(text: string, env: NodeJS.ProcessEnv = {}): string {
+  try {
+    parseConfig(text, '/etc/portcullis/proxy.yaml', env);
+  } catch (err) {
+    assert.ok(err instanceof PortcullisError);
+    assert.equal(err.code, 'PCL_ERR_CONFIG');
+    return err.message;
+  }
+  assert.fail('expected a config error');
+}
+
+test('the documented example config parses with defaults, paths relative to the file', () => {
+  const c = parseConfig(
+    `listen: "0.0.0.0:5043"
+tls: { cert: certs/server.crt, key: certs/server.key, minVersion: TLSv1.2 }
+upstream: { url: "http://127.0.0.1:5000" }
+auth: { htpasswd: auth/htpasswd, realm: "Registry Realm" }
+limits: { maxBodySize: 1G }
+`,
+    '/etc/portcullis/proxy.yaml',
+  );
+  assert.deepEqual(c.listen, { host: '0.0.0.0', port: 5043 });
+  assert.deepEqual(c.tls, { cert: '/etc/portcullis/certs/server.crt', key: '/etc/portcullis/certs/server.key', minVersion: 'TLSv1.2' });
+  assert.equal(c.upstream.url.origin, 'http://127.0.0.1:5000');
+  assert.equal(c.auth.htpasswd, '/etc/portcullis/auth/htpasswd');
+  assert.equal(c.auth.realm, 'Registry Realm');
+  assert.equal(c.limits.maxBodySize, 1024 ** 3);
+  assert.equal(c.limits.headersTimeoutMs, 30_000);
+  assert.equal(c.upstream.timeoutMs, 300_000);
+  assert.equal(c.workers, 1);
+  assert.equal(c.metrics, null);
+  assert.equal(c.shutdown.gracePeriodMs, 30_000);
+});
+
+test('an unknown key is an error naming file, line and key path', () => {
+  const msg = configError(MINIMAL + 'limits:\n  maxBodysize: 1G\n');
+  assert.equal(msg, '/etc/portcullis/proxy.yaml:5: limits.maxBodysize: unknown key');
+});
+
+test('a bad value names its line and says what is expected', () => {
+  assert.match(configError(MINIMAL + 'limits: { maxBodySize: lots }\n'), /^\/etc\/portcullis\/proxy\.yaml:4: limits\.maxBodySize: "lots" is not a size/);
+  assert.match(configError(MINIMAL.replace('http://127.0.0.1:5000', 'ftp://x')), /proxy\.yaml:2: upstream\.url: .*http:\/\/ or https:\/\//);
+  assert.match(configError(MINIMAL + 'listen: 5043\n'), /proxy\.yaml:4: listen: /);
+  assert.match(configError(MINIMAL.replace('key: certs/server.key', 'kee: x')), /proxy\.yaml:1: tls\.(key: is required|kee: unknown key)/);
+  assert.match(configError(MINIMAL.replace('tls: { cert: certs/server.crt, key: certs/server.key }', 'tls: true')), /proxy\.yaml:1: tls: must be a mapping with cert and key, or false/);
+  assert.match(configError(MINIMAL + 'workers: many\n'), /proxy\.yaml:4: workers: must be "auto" or a number/);
+});
+
+test('missing required sections are reported', () => {
+  assert.match(configError('tls: false\nupstream: { url: "http://a:5000" }\n'), /auth: is required/);
+});
+
+test('invalid YAML names the line', () => {
+  assert.match(configError(MINIMAL + 'limits: { maxBodySize: 1G\n'), /^\/etc\/portcullis\/proxy\.yaml:\d+: invalid YAML/);
+  assert.match(configError(MINIMAL + 'tls: false\n'), /proxy\.yaml:4: invalid YAML: Map keys must be unique/);
+});
+
+test('tls: false is plain HTTP, explicitly', () => {
+  const c = parseConfig(MINIMAL.replace(/^tls:.*$/m, 'tls: false'), '/x/proxy.yaml');
+  assert.equal(c.tls, null);
+});
+
+test('environment overrides every key, parsed like YAML, and errors name the variable', () => {
+  const env = {
+    PORTCULLIS_UPSTREAM_URL: 'http://registry:5000',
+    PORTCULLIS_LIMITS_MAX_BODY_SIZE: '2G',
+    PORTCULLIS_WORKERS: '3',
+    PORTCULLIS_METRICS_LISTEN: '0.0.0.0:9090',
+    PORTCULLIS_TLS: 'false',
+  };
+  const c = parseConfig(MINIMAL, '/x/proxy.yaml', env);
+  assert.equal(c.upstream.url.origin, 'http://registry:5000');
+  assert.equal(c.limits.maxBodySize, 2 * 1024 ** 3);
+  assert.equal(c.workers, 3);
+  assert.deepEqual(c.metrics, { host: '0.0.0.0', port: 9090 });
+  assert.equal(c.tls, null);
+  assert.match(configError(MINIMAL, { PORTCULLIS_LIMITS_MAX_BODY_SIZE: 'huge' }), /^PORTCULLIS_LIMITS_MAX_BODY_SIZE: limits\.maxBodySize: "huge" is not a size/);
+});
+
+test('*_FILE reads a value from a file (mounted secrets)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pcl-config-'));
+  writeFileSync(join(dir, 'realm'), 'Secret Realm\n');
+  const c = parseConfig(MINIMAL, '/x/proxy.yaml', { PORTCULLIS_AUTH_REALM_FILE: join(dir, 'realm') });
+  assert.equal(c.auth.realm, 'Secret Realm');
+  assert.throws(() => parseConfig(MINIMAL, '/x/proxy.yaml', { PORTCULLIS_AUTH_REALM_FILE: join(dir, 'nope') }), /PORTCULLIS_AUTH_REALM_FILE: cannot read/);
+});
+
+test('every schema key has an environment variable', () => {
+  const names = configKeyPaths().map(envName);
+  for (const n of ['PORTCULLIS_LISTEN', 'PORTCULLIS_TLS_CERT', 'PORTCULLIS_TLS_MIN_VERSION', 'PORTCULLIS_UPSTREAM_CA', 'PORTCULLIS_AUTH_HTPASSWD', 'PORTCULLIS_AUTH_CACHE_TTL', 'PORTCULLIS_LIMITS_MAX_BODY_SIZE', 'PORTCULLIS_LOG_LEVEL', 'PORTCULLIS_SHUTDOWN_GRACE_PERIOD']) {
+    assert.ok(names.includes(n), `${n} missing from ${names.join(' ')}`);
+  }
+});
+
+test('realm cannot break the WWW-Authenticate header', () => {
+  assert.match(configError(MINIMAL.replace('auth: { htpasswd: auth/htpasswd }', 'auth: { htpasswd: h, realm: "a\\"b" }')), /auth\.realm: must not contain quotes/);
+});
+
+test('loadConfig names an unreadable file; redaction hides upstream credentials', () => {
+  assert.throws(() => loadConfig('/nonexistent/proxy.yaml'), (e: unknown) => e instanceof PortcullisError && e.code === 'PCL_ERR_CONFIG_IO' && /\/nonexistent\/proxy\.yaml: cannot read config/.test(e.message));
+  const c = parseConfig(MINIMAL.replace('http://127.0.0.1:5000', 'https://bob:hunter2@reg.internal'), '/x/proxy.yaml');
+  const printed = JSON.stringify(redactedConfig(c));
+  assert.ok(!printed.includes('hunter2'));
+  assert.ok(printed.includes('reg.internal'));
+});
