@@ -1,0 +1,236 @@
+/**
+ * htpasswd files: parse, edit, hash, verify. Pure functions, no I/O (auth.ts and commands/htpasswd.ts do the I/O).
+ *
+ * Format, as Apache `htpasswd` writes it and distribution's `registry/auth/htpasswd` reads it: one `user:hash`
+ * per line; the hash is everything after the FIRST colon; surrounding whitespace is ignored; lines that begin
+ * with `#` are comments. registry:2 accepts only bcrypt; we also accept `{SHA}` so an old file can be moved
+ * over, and refuse everything else by name so the operator knows which line to redo.
+ *
+ * A file with any bad line is refused whole: a reload must never swap in a half-understood file (a user whose
+ * line we skipped would be locked out with no error anywhere but the log).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import bcrypt from 'bcryptjs';
+import { PortcullisError } from './errors.js';
+
+export type HashScheme = 'bcrypt' | 'sha1';
+
+export interface HtpasswdEntry {
+  readonly hash: string;
+  readonly scheme: HashScheme;
+  /** 1-based line number in the source, for messages. */
+  readonly line: number;
+}
+
+/** user -> entry. Users are unique (a duplicate is an error). */
+export type HtpasswdFile = Map<string, HtpasswdEntry>;
+
+/** One line of a file as written, classified. Editing keeps every line it does not touch byte for byte. */
+export type HtpasswdLine =
+  | { readonly kind: 'blank' | 'comment'; readonly text: string; readonly line: number }
+  | { readonly kind: 'entry'; readonly text: string; readonly line: number; readonly user: string; readonly hash: string; readonly scheme: HashScheme }
+  | { readonly kind: 'invalid'; readonly text: string; readonly line: number; readonly user: string | null; readonly problem: string };
+
+/** bcrypt reads only this many bytes of a password (the Blowfish key schedule takes 18 32-bit words). */
+export const BCRYPT_MAX_PASSWORD_BYTES = 72;
+export const BCRYPT_MIN_COST = 4;
+export const BCRYPT_MAX_COST = 31;
+/** Apache's default is 5; 12 costs about 0.25 s in bcryptjs, which the credential cache pays once per TTL. */
+export const DEFAULT_BCRYPT_COST = 12;
+/** Apache `htpasswd` refuses longer user names. */
+const MAX_USER_BYTES = 255;
+
+// $2a$/$2b$/$2y$ differ only in bugs of old C implementations; bcryptjs and Go's x/crypto/bcrypt (used by
+// registry:2) read all three the same way (Go keeps any minor letter: bcrypt.go decodeVersion).
+const BCRYPT_RE = /^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$/;
+// Apache `htpasswd -s`: base64 of the raw 20-byte SHA-1 digest, unsalted.
+const SHA_RE = /^\{SHA\}[A-Za-z0-9+/]{27}=$/;
+// Traditional DES crypt: 2 salt characters + 11 hash characters.
+const DES_RE = /^[./A-Za-z0-9]{13}$/;
+const CONTROL_RE = /[\u0000-\u001f\u007f]/;
+
+const FIX = '(use bcrypt: portcullis htpasswd add)';
+
+/** Classify a hash: its scheme, or a problem saying why we refuse it. Never echoes the hash itself. */
+export function classifyHash(hash: string): { scheme: HashScheme } | { problem: string } {
+  if (hash === '') return { problem: 'empty hash' };
+  if (BCRYPT_RE.test(hash)) return { scheme: 'bcrypt' };
+  if (SHA_RE.test(hash)) return { scheme: 'sha1' };
+  if (/^\$2[aby]\$/.test(hash)) return { problem: 'malformed bcrypt hash' };
+  if (hash.startsWith('{SHA}')) return { problem: 'malformed {SHA} hash' };
+  const dollar = /^\$[A-Za-z0-9-]+\$/.exec(hash);
+  if (dollar) return { problem: `unsupported hash scheme ${dollar[0]} ${FIX}` };
+  const brace = /^\{[A-Za-z0-9-]+\}/.exec(hash);
+  if (brace) return { problem: `unsupported hash scheme ${brace[0]} ${FIX}` };
+  if (DES_RE.test(hash)) return { problem: `unsupported hash scheme DES crypt ${FIX}` };
+  return { problem: `unsupported hash scheme (plaintext?) ${FIX}` };
+}
+
+/** Why a user name cannot be in an htpasswd file or a Basic credential, or null if it can. */
+export function userNameProblem(user: string): string | null {
+  if (user === '') return 'empty user name';
+  if (user.includes(':')) return 'user name contains ":"'; // RFC 7617 section 2: the user-id cannot contain a colon
+  if (CONTROL_RE.test(user)) return 'user name contains a control character';
+  if (Buffer.byteLength(user) > MAX_USER_BYTES) return `user name longer than ${MAX_USER_BYTES} bytes`;
+  return null;
+}
+
+/** Split text into classified lines. Tolerant: problems are reported per line, never thrown. */
+export function scanHtpasswd(text: string): HtpasswdLine[] {
+  const raw = text.split('\n');
+  if (raw.length > 0 && raw[raw.length - 1] === '') raw.pop(); // the final newline does not start a line
+  return raw.map((rawText, i): HtpasswdLine => {
+    const line = i + 1;
+    const t = rawText.trim(); // like registry:2; also drops the \r of CRLF files
+    if (t === '') return { kind: 'blank', text: rawText, line };
+    if (t.startsWith('#')) return { kind: 'comment', text: rawText, line };
+    const colon = t.indexOf(':');
+    if (colon === -1) return { kind: 'invalid', text: rawText, line, user: null, problem: 'expected user:hash' };
+    const user = t.slice(0, colon);
+    const userProblem = userNameProblem(user);
+    if (userProblem) return { kind: 'invalid', text: rawText, line, user: null, problem: userProblem };
+    const hash = t.slice(colon + 1);
+    const c = classifyHash(hash);
+    if ('problem' in c) return { kind: 'invalid', text: rawText, line, user, problem: c.problem };
+    return { kind: 'entry', text: rawText, line, user, hash, scheme: c.scheme };
+  });
+}
+
+/** Describe a bad line as `SOURCE line N: user "bob": problem`. */
+export function describeLine(source: string, l: { line: number; user: string | null }, problem: string): string {
+  return `${source} line ${l.line}: ${l.user === null ? '' : `user ${JSON.stringify(l.user)}: `}${problem}`;
+}
+
+/**
+ * Parse a whole file strictly. Throws PortcullisError(PCL_ERR_HTPASSWD) listing every bad line if any line is
+ * bad or a user appears twice (Apache would use the first, registry:2 the last: neither is safe to guess).
+ * `source` names the file in messages.
+ */
+export function parseHtpasswd(text: string, source = 'htpasswd'): HtpasswdFile {
+  const users: HtpasswdFile = new Map();
+  const problems: string[] = [];
+  for (const l of scanHtpasswd(text)) {
+    if (l.kind === 'invalid') {
+      problems.push(describeLine(source, l, l.problem));
+    } else if (l.kind === 'entry') {
+      const first = users.get(l.user);
+      if (first) problems.push(describeLine(source, l, `duplicate user (also on line ${first.line})`));
+      else users.set(l.user, { hash: l.hash, scheme: l.scheme, line: l.line });
+    }
+  }
+  if (problems.length > 0) {
+    const shown = problems.slice(0, 20);
+    if (problems.length > shown.length) shown.push(`... and ${problems.length - shown.length} more bad lines`);
+    throw new PortcullisError('PCL_ERR_HTPASSWD', shown.join('\n'));
+  }
+  return users;
+}
+
+/** `user:hash`, refusing what would corrupt the file or never match a Basic credential. */
+export function formatHtpasswdLine(user: string, hash: string): string {
+  const problem = userNameProblem(user);
+  if (problem) throw new PortcullisError('PCL_ERR_HTPASSWD', `cannot write user ${JSON.stringify(user)}: ${problem}`);
+  const c = classifyHash(hash);
+  if ('problem' in c) throw new PortcullisError('PCL_ERR_HTPASSWD', `cannot write user ${JSON.stringify(user)}: ${c.problem}`);
+  return `${user}:${hash}`;
+}
+
+/** A whole file from entries, one line each, newline-terminated. */
+export function serializeHtpasswd(entries: Iterable<readonly [string, { readonly hash: string }]>): string {
+  let out = '';
+  for (const [user, e] of entries) out += `${formatHtpasswdLine(user, e.hash)}\n`;
+  return out;
+}
+
+/**
+ * Set `user`'s hash in file text: its first line is replaced in place (also if that line was refused, which
+ * is how an `$apr1$` user is moved to bcrypt), any further lines of the same user are dropped, other lines
+ * are kept as they are. A new user is appended.
+ */
+export function setHtpasswdUser(text: string, user: string, hash: string): { text: string; added: boolean } {
+  const entry = formatHtpasswdLine(user, hash);
+  const out: string[] = [];
+  let done = false;
+  for (const l of scanHtpasswd(text)) {
+    if (lineUser(l) === user) {
+      if (!done) out.push(entry);
+      done = true;
+    } else {
+      out.push(l.text);
+    }
+  }
+  if (!done) out.push(entry);
+  return { text: joinLines(out), added: !done };
+}
+
+/** Remove every line of `user` from file text; other lines are kept as they are. */
+export function removeHtpasswdUser(text: string, user: string): { text: string; removed: boolean } {
+  const lines = scanHtpasswd(text);
+  const kept = lines.filter((l) => lineUser(l) !== user);
+  return { text: joinLines(kept.map((l) => l.text)), removed: kept.length !== lines.length };
+}
+
+/** The user a line is about, if it names one (a refused line may). */
+export function lineUser(l: HtpasswdLine): string | null {
+  return l.kind === 'entry' || l.kind === 'invalid' ? l.user : null;
+}
+
+function joinLines(lines: string[]): string {
+  return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
+}
+
+/**
+ * A bcrypt hash with the `$2y$` prefix Apache `htpasswd -B` writes (bcryptjs writes `$2b$`; the algorithm is
+ * the same). Passwords over 72 bytes are refused rather than silently cut the way Apache does: bcrypt would
+ * ignore the rest, and a user would believe a longer secret protects them.
+ */
+export async function hashPassword(password: string, cost: number = DEFAULT_BCRYPT_COST): Promise<string> {
+  if (!Number.isInteger(cost) || cost < BCRYPT_MIN_COST || cost > BCRYPT_MAX_COST) {
+    throw new PortcullisError('PCL_ERR_HTPASSWD', `bcrypt cost must be an integer from ${BCRYPT_MIN_COST} to ${BCRYPT_MAX_COST}, not ${cost}`);
+  }
+  if (Buffer.byteLength(password) > BCRYPT_MAX_PASSWORD_BYTES) {
+    throw new PortcullisError(
+      'PCL_ERR_HTPASSWD',
+      `password is ${Buffer.byteLength(password)} bytes; bcrypt uses only the first ${BCRYPT_MAX_PASSWORD_BYTES}, choose a shorter one`,
+    );
+  }
+  const hash = await bcrypt.hash(password, cost);
+  return `$2y$${hash.slice(4)}`;
+}
+
+/** Compares a password with a bcrypt hash: bcryptjs by default, the worker pool in the proxy. */
+export type BcryptCompare = (password: string, hash: string) => Promise<boolean>;
+
+/**
+ * Does `password` match the entry? bcrypt checks only the first 72 bytes of a longer password, exactly as
+ * Apache `htpasswd -v` and registry:2 (Go x/crypto/bcrypt) do: Apache cuts long passwords silently when
+ * hashing, so refusing them here would lock out users whose file Apache made. `{SHA}` compares digests in
+ * constant time.
+ */
+export async function verifyPassword(
+  password: string,
+  entry: Pick<HtpasswdEntry, 'hash' | 'scheme'>,
+  compareBcrypt: BcryptCompare = (p, h) => bcrypt.compare(p, h),
+): Promise<boolean> {
+  if (entry.scheme === 'bcrypt') return compareBcrypt(password, entry.hash);
+  const expected = Buffer.from(entry.hash.slice('{SHA}'.length), 'base64');
+  const actual = createHash('sha1').update(password, 'utf8').digest();
+  return expected.length === actual.length && timingSafeEqual(expected, actual);
+}
+
+/** The cost field of a bcrypt hash. */
+export function bcryptCost(hash: string): number {
+  return Number(hash.slice(4, 6));
+}
+
+/**
+ * A syntactically valid bcrypt hash that matches no password (random salt and checksum). Checking an unknown
+ * user against it costs the same as a wrong password, so user names cannot be probed by timing.
+ */
+export function dummyBcryptHash(cost: number, random: (n: number) => Buffer): string {
+  const alphabet = './ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+  const bytes = random(53);
+  let tail = '';
+  for (const b of bytes) tail += alphabet[b % 64];
+  return `$2y$${String(cost).padStart(2, '0')}$${tail}`;
+}
