@@ -1,0 +1,358 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import bcrypt from 'bcryptjs';
+import { Authenticator, type AuthenticatorOptions } from '../src/auth.js';
+import { BcryptPool } from '../src/bcrypt-pool.js';
+import { PortcullisError, RegistryError } from '../src/errors.js';
+import { createLogger } from '../src/log.js';
+
+const COST = 4;
+const hash = (password: string): string => `$2y$${bcrypt.hashSync(password, COST).slice(4)}`;
+const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'portcullis-auth-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** A logger whose JSON lines land in an array. */
+function capture(): { logger: AuthenticatorOptions['logger']; lines: Array<Record<string, unknown>>; text: () => string } {
+  const raw: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      raw.push(chunk.toString());
+      cb();
+    },
+  });
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = createLogger('info', stream);
+  return {
+    logger,
+    lines,
+    text: () => {
+      lines.length = 0;
+      for (const l of raw.join('').split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+      return raw.join('');
+    },
+  };
+}
+
+async function waitFor(cond: () => boolean, what: string, limitMs = 15_000): Promise<void> {
+  const deadline = Date.now() + limitMs;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`gave up waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+let fileNo = 0;
+async function htpasswdFile(text: string): Promise<string> {
+  const path = join(dir, `htpasswd-${++fileNo}`);
+  await writeFile(path, text);
+  return path;
+}
+
+describe('BcryptPool', () => {
+  it('compares on a worker thread', async () => {
+    const pool = new BcryptPool({ size: 2 });
+    try {
+      const h = hash('secret');
+      const results = await Promise.all(['secret', 'wrong', 'secret', '', 'secret'].map((p) => pool.compare(p, h)));
+      assert.deepEqual(results, [true, false, true, false, true]);
+      assert.equal(pool.completed, 5);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('refuses jobs beyond the queue bound with TOOMANYREQUESTS', async () => {
+    const pool = new BcryptPool({ size: 1, maxPending: 2 });
+    try {
+      const h = hash('secret');
+      const accepted = [pool.compare('a', h), pool.compare('b', h), pool.compare('secret', h)]; // 1 running, 2 waiting
+      assert.equal(pool.pending, 2);
+      await assert.rejects(pool.compare('c', h), (err: unknown) => err instanceof RegistryError && err.code === 'TOOMANYREQUESTS');
+      assert.deepEqual(await Promise.all(accepted), [false, false, true]);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('replaces a crashed worker: a job is tried once more, then fails; later jobs run', async () => {
+    const marker = join(dir, 'crashed-once');
+    const stub = join(dir, 'stub-bcrypt.cjs');
+    await writeFile(
+      stub,
+      `const fs = require('node:fs');
+module.exports.compareSync = (password) => {
+  if (password === 'crash') process.exit(1);
+  if (password === 'crash-once' && !fs.existsSync(${JSON.stringify(marker)})) { fs.writeFileSync(${JSON.stringify(marker)}, ''); process.exit(1); }
+  if (password === 'throw') throw new Error('bad hash');
+  return password === 'good' || password === 'crash-once';
+};`,
+    );
+    const pool = new BcryptPool({ size: 1, bcryptjsPath: stub });
+    try {
+      await assert.rejects(pool.compare('crash', 'h'), (err: unknown) => err instanceof RegistryError && err.code === 'UNAVAILABLE' && /stopped/.test(err.message));
+      assert.equal(await pool.compare('good', 'h'), true);
+      assert.equal(await pool.compare('crash-once', 'h'), true);
+      await assert.rejects(pool.compare('throw', 'h'), /password verification failed: bad hash/);
+      assert.equal(await pool.compare('nope', 'h'), false);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('fails jobs when the worker cannot start', async () => {
+    const pool = new BcryptPool({ bcryptjsPath: join(dir, 'no-such-module.cjs') });
+    try {
+      await assert.rejects(pool.compare('x', 'h'), /could not start/);
+      await assert.rejects(pool.compare('x', 'h'), /could not start/);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('close() rejects waiting jobs and later calls', async () => {
+    const pool = new BcryptPool({ size: 1 });
+    const h = hash('secret');
+    const jobs = [pool.compare('a', h), pool.compare('b', h)].map((p) => p.then(() => 'done', (e: Error) => e.message));
+    await pool.close();
+    assert.deepEqual(await Promise.all(jobs), ['password verification is shutting down', 'password verification is shutting down']);
+    await assert.rejects(pool.compare('a', h), /shutting down/);
+  });
+});
+
+describe('Authenticator.open', () => {
+  it('refuses a missing file', async () => {
+    const log = capture();
+    const path = join(dir, 'absent');
+    await assert.rejects(Authenticator.open({ htpasswdPath: path, cacheTtlMs: 1000, cacheSize: 10, logger: log.logger }), (err: unknown) => {
+      assert.ok(err instanceof PortcullisError);
+      assert.equal(err.code, 'PCL_ERR_HTPASSWD');
+      assert.equal(err.message, `cannot read htpasswd file ${path}: no such file`);
+      return true;
+    });
+  });
+
+  it('refuses a broken file, naming file and line', async () => {
+    const log = capture();
+    const path = await htpasswdFile(`alice:${hash('a')}\nbob:$apr1$x$y\n`);
+    await assert.rejects(Authenticator.open({ htpasswdPath: path, cacheTtlMs: 1000, cacheSize: 10, logger: log.logger }), (err: unknown) => {
+      assert.ok(err instanceof PortcullisError);
+      assert.equal(err.message, `${path} line 2: user "bob": unsupported hash scheme $apr1$ (use bcrypt: portcullis htpasswd add)`);
+      return true;
+    });
+  });
+});
+
+describe('Authenticator.authenticate', () => {
+  let auth: Authenticator;
+  let log: ReturnType<typeof capture>;
+  before(async () => {
+    log = capture();
+    const path = await htpasswdFile(`# users\nalice:${hash('alice-pw')}\nbob:${hash('pa:ss')}\n`);
+    auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, watch: false, throttle: { maxFailures: 1000, windowMs: 60_000 } });
+  });
+  after(() => auth.close());
+
+  it('loads the users and logs how many', () => {
+    assert.equal(auth.users, 2);
+    log.text();
+    assert.ok(log.lines.some((l) => l.msg === 'htpasswd loaded' && l.users === 2));
+  });
+
+  it('verifies, then answers from the cache', async () => {
+    const before = auth.verifications;
+    assert.deepEqual(await auth.authenticate(basic('alice', 'alice-pw'), '10.0.0.1'), { outcome: 'ok', user: 'alice' });
+    assert.deepEqual(await auth.authenticate(basic('alice', 'alice-pw'), '10.0.0.1'), { outcome: 'cached', user: 'alice' });
+    assert.equal(auth.verifications, before + 1);
+  });
+
+  it('accepts passwords with colons', async () => {
+    assert.deepEqual(await auth.authenticate(basic('bob', 'pa:ss'), '10.0.0.1'), { outcome: 'ok', user: 'bob' });
+  });
+
+  it('fails a wrong password and an unknown user, and checks both with bcrypt', async () => {
+    const before = auth.verifications;
+    assert.deepEqual(await auth.authenticate(basic('alice', 'nope'), '10.0.0.1'), { outcome: 'failed', user: null, reason: 'wrong password' });
+    assert.deepEqual(await auth.authenticate(basic('mallory', 'nope'), '10.0.0.1'), { outcome: 'failed', user: null, reason: 'unknown user' });
+    assert.equal(auth.verifications, before + 2, 'an unknown user costs a verification too');
+  });
+
+  it('reports anonymous and malformed headers without verifying', async () => {
+    const before = auth.verifications;
+    assert.equal((await auth.authenticate(undefined, '10.0.0.1')).outcome, 'anonymous');
+    assert.equal((await auth.authenticate('Basic Og==', '10.0.0.1')).outcome, 'anonymous');
+    assert.deepEqual(await auth.authenticate('Basic !!!', '10.0.0.1'), { outcome: 'malformed', user: null, reason: 'credentials are not valid base64' });
+    assert.equal(auth.verifications, before);
+  });
+
+  it('coalesces concurrent requests with the same credentials into one verification', async () => {
+    const before = auth.verifications;
+    const results = await Promise.all(Array.from({ length: 8 }, () => auth.authenticate(basic('bob', 'pa:ss-new-guess'), '10.0.0.2')));
+    assert.equal(auth.verifications, before + 1);
+    assert.ok(results.every((r) => r.outcome === 'failed'));
+
+    const fresh = await htpasswdFile(`carol:${hash('carol-pw')}\n`);
+    const other = await Authenticator.open({ htpasswdPath: fresh, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, watch: false });
+    try {
+      const ok = await Promise.all(Array.from({ length: 8 }, () => other.authenticate(basic('carol', 'carol-pw'), '10.0.0.3')));
+      assert.equal(other.verifications, 1);
+      assert.deepEqual(ok.map((r) => r.outcome).sort(), ['cached', 'cached', 'cached', 'cached', 'cached', 'cached', 'cached', 'ok']);
+      assert.ok(ok.every((r) => r.user === 'carol'));
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('never logs a password or an Authorization header', () => {
+    const text = log.text();
+    for (const secret of ['alice-pw', 'pa:ss', 'nope', 'carol-pw', Buffer.from('alice:alice-pw').toString('base64')]) {
+      assert.ok(!text.includes(secret), `log contains ${secret}`);
+    }
+  });
+});
+
+describe('Authenticator throttle', () => {
+  it('throttles an address after repeated failures, but lets cached good credentials through', async () => {
+    const log = capture();
+    const path = await htpasswdFile(`alice:${hash('alice-pw')}\nbob:${hash('bob-pw')}\n`);
+    const auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, watch: false, throttle: { maxFailures: 3, windowMs: 60_000 } });
+    try {
+      const ip = '198.51.100.7';
+      assert.equal((await auth.authenticate(basic('alice', 'alice-pw'), ip)).outcome, 'ok');
+      for (const guess of ['g1', 'g2', 'g3']) assert.equal((await auth.authenticate(basic('alice', guess), ip)).outcome, 'failed');
+      const before = auth.verifications;
+      assert.deepEqual(await auth.authenticate(basic('alice', 'g4'), ip), { outcome: 'throttled', user: null, reason: 'too many failed logins from this address' });
+      assert.equal(auth.verifications, before, 'a throttled attempt runs no bcrypt');
+      assert.deepEqual(await auth.authenticate(basic('alice', 'alice-pw'), ip), { outcome: 'cached', user: 'alice' });
+      assert.equal((await auth.authenticate(basic('bob', 'bob-pw'), ip)).outcome, 'throttled', 'uncached credentials wait');
+      assert.equal((await auth.authenticate(basic('bob', 'bob-pw'), '198.51.100.8')).outcome, 'ok', 'other addresses are unaffected');
+    } finally {
+      await auth.close();
+    }
+  });
+});
+
+describe('Authenticator reload', () => {
+  it('reload() picks up changes; a changed password is no longer cached', async () => {
+    const log = capture();
+    const reloads: string[] = [];
+    const path = await htpasswdFile(`alice:${hash('old')}\n`);
+    const auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, watch: false, onReload: (r) => reloads.push(r) });
+    try {
+      assert.equal((await auth.authenticate(basic('alice', 'old'), '10.0.0.1')).outcome, 'ok');
+      assert.equal((await auth.authenticate(basic('alice', 'old'), '10.0.0.1')).outcome, 'cached');
+      await writeFile(path, `alice:${hash('new')}\nbob:${hash('bob')}\n`);
+      assert.equal(await auth.reload(), true);
+      assert.equal(auth.users, 2);
+      assert.deepEqual(reloads, ['ok']);
+      assert.equal((await auth.authenticate(basic('alice', 'old'), '10.0.0.1')).outcome, 'failed');
+      assert.equal((await auth.authenticate(basic('alice', 'new'), '10.0.0.1')).outcome, 'ok');
+      assert.equal((await auth.authenticate(basic('bob', 'bob'), '10.0.0.1')).outcome, 'ok');
+      log.text();
+      assert.ok(log.lines.some((l) => l.msg === 'htpasswd reloaded' && l.users === 2 && l.file === path));
+    } finally {
+      await auth.close();
+    }
+  });
+
+  it('refuses a broken file, logs file and line, and keeps the last good one', async () => {
+    const log = capture();
+    const errors: Error[] = [];
+    const path = await htpasswdFile(`alice:${hash('alice-pw')}\n`);
+    const auth = await Authenticator.open({
+      htpasswdPath: path,
+      cacheTtlMs: 60_000,
+      cacheSize: 100,
+      logger: log.logger,
+      watch: false,
+      onReload: (r, err) => {
+        if (r === 'error' && err) errors.push(err);
+      },
+    });
+    try {
+      await writeFile(path, `alice:${hash('other')}\nbob:$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00\n`);
+      assert.equal(await auth.reload(), false);
+      assert.equal(auth.users, 1);
+      assert.equal((await auth.authenticate(basic('alice', 'alice-pw'), '10.0.0.1')).outcome, 'ok', 'the last good file is still in force');
+      assert.equal(errors.length, 1);
+      assert.match(errors[0]!.message, /line 2: user "bob": unsupported hash scheme \$apr1\$/);
+      log.text();
+      const refusal = log.lines.find((l) => l.level === 50);
+      assert.ok(refusal, 'an error line is logged');
+      assert.equal(refusal.file, path);
+      assert.equal(refusal.msg, 'htpasswd reload refused, keeping the last good file');
+      assert.match(String(refusal.err), new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} line 2: `));
+    } finally {
+      await auth.close();
+    }
+  });
+
+  it('follows a file replaced by rename, the way editors and htpasswd save', async () => {
+    const log = capture();
+    const reloads: string[] = [];
+    const path = await htpasswdFile(`alice:${hash('alice-pw')}\n`);
+    const auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, onReload: (r) => reloads.push(r) });
+    try {
+      const tmp = `${path}.tmp`;
+      await writeFile(tmp, `alice:${hash('alice-pw')}\ncarol:${hash('carol-pw')}\n`);
+      await rename(tmp, path);
+      await waitFor(() => auth.users === 2, 'the renamed file to be loaded');
+      assert.equal((await auth.authenticate(basic('carol', 'carol-pw'), '10.0.0.1')).outcome, 'ok');
+
+      // A broken save is refused once and not re-parsed on every poll; the next good save is picked up.
+      await writeFile(tmp, 'carol:plaintext\n');
+      await rename(tmp, path);
+      await waitFor(() => reloads.includes('error'), 'the broken file to be refused');
+      assert.equal(auth.users, 2);
+      await writeFile(path, `dave:${hash('dave-pw')}\n`); // in place this time
+      await waitFor(() => auth.users === 1, 'the in-place write to be loaded');
+      assert.equal((await auth.authenticate(basic('dave', 'dave-pw'), '10.0.0.1')).outcome, 'ok');
+      assert.equal(reloads.filter((r) => r === 'error').length, 1);
+      assert.equal(reloads[0], 'ok');
+      assert.equal(reloads.at(-1), 'ok');
+    } finally {
+      await auth.close();
+    }
+  });
+
+  it('keeps the last good file while the file is missing, then loads it when it is back', async () => {
+    const log = capture();
+    const reloads: string[] = [];
+    const path = await htpasswdFile(`alice:${hash('alice-pw')}\n`);
+    const auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, onReload: (r) => reloads.push(r) });
+    try {
+      await rm(path);
+      await waitFor(() => reloads.includes('error'), 'the missing file to be noticed');
+      assert.equal(auth.users, 1);
+      assert.equal((await auth.authenticate(basic('alice', 'alice-pw'), '10.0.0.1')).outcome, 'ok');
+      await writeFile(`${path}.tmp`, `alice:${hash('alice-pw')}\nbob:${hash('bob-pw')}\n`);
+      await rename(`${path}.tmp`, path);
+      await waitFor(() => auth.users === 2, 'the file to come back');
+      assert.deepEqual(reloads, ['error', 'ok']);
+      log.text();
+      assert.ok(log.lines.some((l) => l.level === 50 && String(l.err).includes('no such file')));
+    } finally {
+      await auth.close();
+    }
+  });
+
+  it('close() stops following the file', async () => {
+    const log = capture();
+    const path = await htpasswdFile(`alice:${hash('alice-pw')}\n`);
+    const auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger });
+    await auth.close();
+    await auth.close();
+    assert.equal(await auth.reload(), false);
+    await assert.rejects(auth.authenticate(basic('alice', 'alice-pw'), '10.0.0.1'), (err: unknown) => err instanceof RegistryError && err.code === 'UNAVAILABLE');
+  });
+});
