@@ -1,0 +1,33 @@
+/**
+ * `portcullis check-config FILE`: validate a config and everything it points at (certificate and key,
+ * htpasswd file), then print the effective config (defaults and PORTCULLIS_ overrides applied, secrets
+ * redacted). Exit 0 when the proxy would start with it, 1 otherwise.
+ */
+import { readFileSync } from 'node:fs';
+import { stringify } from 'yaml';
+import { loadConfig, redactedConfig } from '../config.js';
+import { parseHtpasswd } from '../htpasswd.js';
+import { loadTlsMaterial } from '../tls.js';
+import type { CommandIO } from './io.js';
+
+export async function checkConfigCommand(argv: string[], io: CommandIO): Promise<number> {
+  const file = argv.find((a) => !a.startsWith('-')) ?? 'proxy.yaml';
+  try {
+    const config = loadConfig(file);
+    if (config.tls) loadTlsMaterial(config.tls.cert, config.tls.key);
+    let text: string;
+    try {
+      text = readFileSync(config.auth.htpasswd, 'utf8');
+    } catch (err) {
+      throw new Error(`${config.auth.htpasswd}: cannot read htpasswd file: ${(err as Error).message}`);
+    }
+    const users = parseHtpasswd(text, config.auth.htpasswd).size;
+    if (config.upstream.ca) readFileSync(config.upstream.ca);
+    io.stdout.write(`# ${file}: OK (${users} user${users === 1 ? '' : 's'} in ${config.auth.htpasswd})\n`);
+    io.stdout.write(stringify(redactedConfig(config)));
+    return 0;
+  } catch (err) {
+    io.stderr.write(`portcullis: ${(err as Error).message}\n`);
+    return 1;
+  }
+}

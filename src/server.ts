@@ -1,0 +1,206 @@
+/**
+ * The client-facing server and the request pipeline, read top to bottom:
+ * classify -> authenticate -> check the declared size -> 100-continue -> rewrite headers -> forward -> log.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { accessLevel, type AccessRecord } from './access-log.js';
+import type { AuthOutcome, Authenticator } from './auth.js';
+import { bodyTooLarge } from './body-limit.js';
+import type { Config } from './config.js';
+import { RegistryError } from './errors.js';
+import { clientOriginOf, normalizeIp, prepareForwardHeaders } from './headers.js';
+import type { Logger } from './log.js';
+import { statusClass, type Metrics } from './metrics.js';
+import type { Exchange, Forwarder } from './proxy.js';
+import { sendError, unauthorized } from './reply.js';
+import { classify, isAmbiguousPath, splitTarget } from './route.js';
+import { secureContextOptions, type TlsMaterial } from './tls.js';
+
+/** What a request needs. Replaced as a whole on reload, so one request never sees half of two configs. */
+export interface Services {
+  readonly config: Config;
+  readonly authenticator: Authenticator;
+  readonly forwarder: Forwarder;
+}
+
+export interface PipelineDeps {
+  services: () => Services;
+  metrics: Metrics;
+  logger: Logger;
+  /** True once shutdown began: answers then close their connection. */
+  draining: () => boolean;
+}
+
+export function createRequestHandler(deps: PipelineDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const services = deps.services();
+    const started = performance.now();
+    const record: AccessRecord = {
+      reqId: randomUUID(),
+      clientIp: normalizeIp(req.socket.remoteAddress),
+      user: null,
+      method: req.method ?? 'GET',
+      path: '',
+      repository: null,
+      operation: 'other',
+      status: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      durationMs: 0,
+      upstreamStatus: null,
+      aborted: false,
+      error: null,
+    };
+    const outcome: Outcome = { auth: null, exchange: null, forwarding: false };
+    deps.metrics.inFlight.inc();
+    if (deps.draining()) res.shouldKeepAlive = false;
+    // A forwarded exchange is finished by the forwarder (it knows bytes, upstream status, aborts);
+    // anything answered here, or abandoned before forwarding, is finished when the response closes.
+    const done = (): void => finish(deps, record, outcome, res, started);
+    res.once('close', () => {
+      if (!outcome.forwarding) done();
+    });
+
+    handle(req, res, services, record, outcome).then(
+      () => {
+        if (outcome.forwarding) done();
+      },
+      (err: unknown) => {
+        // A bug, not a client problem: answer 500 and keep serving everyone else.
+        record.error = 'internal';
+        deps.logger.error({ reqId: record.reqId, err: err instanceof Error ? err.stack : String(err) }, 'request failed');
+        sendError(res, new RegistryError('UNKNOWN', 'internal proxy error'), { close: !req.complete });
+        if (outcome.forwarding) done();
+      },
+    );
+  };
+}
+
+/** What the pipeline learnt beyond the access record, for metrics. */
+interface Outcome {
+  auth: AuthOutcome | null;
+  exchange: Exchange | null;
+  /** Handed to the forwarder, which reports the end of the exchange. */
+  forwarding: boolean;
+}
+
+async function handle(
+  req: IncomingMessage,
+  res: ServerResponse,
+  services: Services,
+  record: AccessRecord,
+  outcome: Outcome,
+): Promise<void> {
+  const { config, authenticator, forwarder } = services;
+  const target = req.url ?? '';
+  const { path } = splitTarget(target);
+  const route = classify(path);
+  record.path = path;
+  record.operation = route.operation;
+  record.repository = route.repository;
+
+  if (!target.startsWith('/')) {
+    return sendError(res, new RegistryError('UNSUPPORTED', 'request target must be a path', { status: 400 }), { close: true });
+  }
+  if (isAmbiguousPath(path)) {
+    // The registry's router would decode or clean this path into another name than the one we see.
+    return sendError(res, new RegistryError('NAME_INVALID', 'invalid repository path', { status: 400 }), { close: !req.complete });
+  }
+  if (!path.startsWith('/v2/') && path !== '/v2') {
+    return sendError(res, new RegistryError('UNSUPPORTED', 'not a registry API path (/v2/)', { status: 404 }), { close: !req.complete });
+  }
+
+  const auth = await authenticator.authenticate(req.headers.authorization, record.clientIp);
+  outcome.auth = auth.outcome;
+  if (auth.outcome === 'throttled') {
+    const retry = Math.ceil(config.auth.failureWindowMs / 1000);
+    return sendError(res, new RegistryError('TOOMANYREQUESTS', 'too many failed logins; try again later', { headers: { 'Retry-After': String(retry) } }), { close: !req.complete });
+  }
+  if (auth.outcome !== 'ok' && auth.outcome !== 'cached') {
+    const message = auth.outcome === 'malformed' ? 'malformed Authorization header' : 'authentication required';
+    return sendError(res, unauthorized(config.auth.realm, message), { close: !req.complete });
+  }
+  record.user = auth.user;
+
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (config.limits.maxBodySize > 0 && declared > config.limits.maxBodySize) {
+    // Refused before a byte reaches the registry; close so we need not read the body at all.
+    record.error = 'body_too_large';
+    return sendError(res, bodyTooLarge(config.limits.maxBodySize), { close: true });
+  }
+  // Node only skips its automatic `100 Continue` because we listen for 'checkContinue': the client sends
+  // its body only once it is authenticated and within the limit.
+  if (/100-continue/i.test(String(req.headers.expect ?? ''))) res.writeContinue();
+
+  const proto = config.tls ? 'https' : 'http';
+  const clientOrigin = clientOriginOf(proto, req.headers.host, `${config.listen.host}:${config.listen.port}`);
+  prepareForwardHeaders(req.headers, { clientIp: record.clientIp, proto, host: req.headers.host ?? clientOrigin.slice(proto.length + 3) });
+  outcome.forwarding = true;
+  outcome.exchange = await forwarder.forward(req, res, clientOrigin);
+}
+
+function finish(deps: PipelineDeps, record: AccessRecord, outcome: Outcome, res: ServerResponse, started: number): void {
+  const { metrics, logger } = deps;
+  const ex = outcome.exchange;
+  record.status = res.statusCode;
+  record.durationMs = Math.round((performance.now() - started) * 10) / 10;
+  record.aborted = ex ? ex.aborted : !res.writableFinished;
+  if (ex) {
+    record.bytesIn = ex.bytesIn;
+    record.bytesOut = ex.bytesOut;
+    record.upstreamStatus = ex.upstreamStatus;
+    record.error = ex.error ?? record.error;
+  } else {
+    record.bytesOut = Number(res.getHeader('content-length') ?? 0);
+  }
+  const labels = { method: record.method, operation: record.operation, status_class: statusClass(record.status) };
+  metrics.inFlight.dec();
+  metrics.requests.inc(labels);
+  metrics.duration.observe(labels, record.durationMs / 1000);
+  if (outcome.auth) metrics.auth.inc({ outcome: outcome.auth });
+  if (record.bytesIn) metrics.bytes.inc({ direction: 'in' }, record.bytesIn);
+  if (record.bytesOut) metrics.bytes.inc({ direction: 'out' }, record.bytesOut);
+  if (record.aborted) metrics.aborted.inc();
+  if (record.error === 'upstream_unavailable') metrics.upstreamErrors.inc({ kind: 'unavailable' });
+  if (record.error === 'upstream_timeout') metrics.upstreamErrors.inc({ kind: 'timeout' });
+  logger[accessLevel(record)](record, 'request');
+}
+
+/** The listening server: TLS 1.2+ and HTTP/1.1 only (Go push clients disable HTTP/2 for uploads anyway). */
+export function createServer(
+  config: Config,
+  tlsMaterial: TlsMaterial | null,
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  metrics: Metrics,
+): http.Server {
+  const common: http.ServerOptions = {
+    // Node's 300 s default answers 408 in the middle of a multi-gigabyte upload.
+    requestTimeout: 0,
+    // Slow headers are still cut (slowloris).
+    headersTimeout: config.limits.headersTimeoutMs,
+    keepAliveTimeout: config.limits.keepAliveTimeoutMs,
+    maxHeaderSize: config.limits.maxHeaderSize,
+  };
+  const server = tlsMaterial
+    ? https.createServer({
+        ...common,
+        ...secureContextOptions(tlsMaterial),
+        minVersion: config.tls?.minVersion ?? 'TLSv1.2',
+        ALPNProtocols: ['http/1.1'],
+      })
+    : http.createServer(common);
+  server.timeout = 0;
+  server.on('request', handler);
+  server.on('checkContinue', handler);
+  server.on('tlsClientError', () => metrics.tlsErrors.inc());
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    // Malformed HTTP never reaches the handler; answer what Node would, without crashing.
+    if (!socket.writable || (err.code === 'ECONNRESET')) return socket.destroy();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  });
+  return server;
+}
