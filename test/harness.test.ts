@@ -233,7 +233,7 @@ describe('TLS certificates and docker login (daemonless)', () => {
     );
     const bad = await skopeoInspect(`docker://${server.hostPort}/demo/app:1`, { creds: 'alice:s3cret' });
     assert.notEqual(bad.code, 0);
-    assert.match(bad.stderr, /x509: certificate signed by unknown authority|certificate/i, describeRun('skopeo inspect without CA', bad));
+    assert.match(bad.stderr, /x509: certificate signed by unknown authority/, describeRun('skopeo inspect without CA', bad));
   });
 
   test('right password: "Login Succeeded", credentials stored, CA installed only during the call', async () => {

@@ -18,7 +18,8 @@ import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { makeTempDir, removeTempDir, run, TailBuffer, track, type RunResult } from './proc.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-export const CLI = join(REPO_ROOT, 'dist', 'cli.js');
+/** The entry point run by startPortcullis/runCli; PORTCULLIS_TEST_CLI points the suite at another build. */
+export const CLI = process.env['PORTCULLIS_TEST_CLI'] ?? join(REPO_ROOT, 'dist', 'cli.js');
 
 export type LogLine = Record<string, unknown>;
 
@@ -54,8 +55,11 @@ export interface RunningPortcullis {
   logs(): LogLine[];
   /** Raw stdout + stderr so far (last 1 MiB), including lines that were not JSON. */
   output(): string;
-  /** First log line (past or future) matching; rejects after timeoutMs (default 10 s) or if the process exits first. */
-  waitForLog(match: string | ((l: LogLine) => boolean), timeoutMs?: number): Promise<LogLine>;
+  /**
+   * First log line (past or future) matching: a string matches `msg` exactly. Rejects after timeoutMs
+   * (default 10 s) or if the process exits first, with the proxy output in the message.
+   */
+  waitForLog(match: string | ((l: LogLine) => boolean), timeoutMs?: number, description?: string): Promise<LogLine>;
   proc: ChildProcess;
   /** Resolves when the process exits on its own or by stop(). */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -119,7 +123,7 @@ export async function startPortcullis(config: string | object, opts: StartPortcu
     });
   });
 
-  const waitForLog = (match: string | ((l: LogLine) => boolean), timeoutMs = 10_000): Promise<LogLine> => {
+  const waitForLog = (match: string | ((l: LogLine) => boolean), timeoutMs = 10_000, description?: string): Promise<LogLine> => {
     const test = typeof match === 'string' ? (l: LogLine) => l['msg'] === match : match;
     const seen = lines.find(test);
     if (seen) return Promise.resolve(seen);
@@ -131,7 +135,7 @@ export async function startPortcullis(config: string | object, opts: StartPortcu
           resolve(l);
         },
       };
-      const what = typeof match === 'string' ? `"${match}"` : 'a matching log line';
+      const what = description ?? (typeof match === 'string' ? `"${match}"` : 'a matching log line');
       const timer = setTimeout(() => {
         waiters.delete(waiter);
         reject(new Error(`no ${what} after ${timeoutMs} ms\n--- proxy output ---\n${out.toString()}`));
@@ -164,7 +168,7 @@ export async function startPortcullis(config: string | object, opts: StartPortcu
   };
 
   try {
-    const listening = await waitForLog((l) => l['msg'] === 'listening' && typeof l['url'] === 'string', readyTimeoutMs);
+    const listening = await waitForLog((l) => l['msg'] === 'listening' && typeof l['url'] === 'string', readyTimeoutMs, '"listening"');
     const loggedUrl = listening['url'] as string;
     const u = new URL(loggedUrl);
     if (u.hostname === '0.0.0.0') u.hostname = '127.0.0.1';
@@ -173,7 +177,7 @@ export async function startPortcullis(config: string | object, opts: StartPortcu
     const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
     let metricsUrl: string | undefined;
     if (waitForMetrics) {
-      const m = await waitForLog((l) => l['msg'] === 'metrics listening' && typeof l['url'] === 'string', readyTimeoutMs);
+      const m = await waitForLog((l) => l['msg'] === 'metrics listening' && typeof l['url'] === 'string', readyTimeoutMs, '"metrics listening"');
       const mu = new URL(m['url'] as string);
       if (mu.hostname === '0.0.0.0') mu.hostname = '127.0.0.1';
       if (mu.hostname === '[::]') mu.hostname = '[::1]';
