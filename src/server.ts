@@ -69,10 +69,16 @@ export function createRequestHandler(deps: PipelineDeps): (req: IncomingMessage,
         if (outcome.forwarding) done();
       },
       (err: unknown) => {
-        // A bug, not a client problem: answer 500 and keep serving everyone else.
-        record.error = 'internal';
-        deps.logger.error({ reqId: record.reqId, err: err instanceof Error ? err.stack : String(err) }, 'request failed');
-        sendError(res, new RegistryError('UNKNOWN', 'internal proxy error'), { close: !req.complete });
+        if (err instanceof RegistryError) {
+          // An expected refusal raised below the pipeline (e.g. the bcrypt workers are saturated or down).
+          record.error = err.code.toLowerCase();
+          sendError(res, err, { close: !req.complete });
+        } else {
+          // A bug, not a client problem: answer 500 and keep serving everyone else.
+          record.error = 'internal';
+          deps.logger.error({ reqId: record.reqId, err: err instanceof Error ? err.stack : String(err) }, 'request failed');
+          sendError(res, new RegistryError('UNKNOWN', 'internal proxy error'), { close: !req.complete });
+        }
         if (outcome.forwarding) done();
       },
     );
