@@ -3,15 +3,11 @@
  * credential-cache.ts remembers good credentials, throttle.ts counts failures, bcrypt-pool.ts does the slow
  * work off the main thread. This file adds the I/O: loading the htpasswd file and reloading it on change.
  *
- * Reloads: editors and `htpasswd` replace the file by rename, and Kubernetes swaps a symlinked directory, so
- * we watch the parent DIRECTORY and compare the file's stat (device, inode, size, mtime, ctime) to the one we
- * loaded. fs.watch misses events on some bind mounts and network filesystems, so a stat poll every 2 s backs
- * it up. A file that fails to parse is refused whole and the last good one stays in force.
+ * Reloads follow the file with watch.ts (folder watch plus stat poll: files are replaced by rename). A file
+ * that fails to parse is refused whole and the last good one stays in force; it is retried once it changes.
  */
-import { watch, type FSWatcher } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { dirname } from 'node:path';
 import { parseBasicAuthorization } from './basic-auth.js';
 import { BcryptPool } from './bcrypt-pool.js';
 import { CredentialCache } from './credential-cache.js';
@@ -19,6 +15,7 @@ import { PortcullisError, RegistryError, hasErrno } from './errors.js';
 import { bcryptCost, DEFAULT_BCRYPT_COST, dummyBcryptHash, parseHtpasswd, verifyPassword, type HtpasswdEntry, type HtpasswdFile } from './htpasswd.js';
 import type { Logger } from './log.js';
 import { DEFAULT_THROTTLE, FailureThrottle } from './throttle.js';
+import { FileWatcher } from './watch.js';
 
 /**
  * - ok: verified now; cached: answered without bcrypt (cache hit, or joined a verification already running)
@@ -50,13 +47,6 @@ export interface AuthenticatorOptions {
   watch?: boolean;
 }
 
-const POLL_MS = 2_000;
-const DEBOUNCE_MS = 200;
-
-interface Loaded {
-  users: HtpasswdFile;
-  identity: string;
-}
 
 export class Authenticator {
   private readonly path: string;
@@ -68,17 +58,12 @@ export class Authenticator {
   private readonly compareBcrypt: (password: string, hash: string) => Promise<boolean>;
   private entries: HtpasswdFile;
   private dummyHash: string;
-  /** Stat identity of the last file we tried to load, good or not: the poll reloads only when it changes. */
-  private seenIdentity: string;
   private reloadChain: Promise<boolean> = Promise.resolve(true);
-  private checking = false;
-  private watcher: FSWatcher | null = null;
-  private pollTimer: NodeJS.Timeout | null = null;
-  private debounceTimer: NodeJS.Timeout | null = null;
+  private watcher: FileWatcher | null = null;
   private closed = false;
   private verificationCount = 0;
 
-  private constructor(opts: AuthenticatorOptions, loaded: Loaded) {
+  private constructor(opts: AuthenticatorOptions, users: HtpasswdFile) {
     this.path = opts.htpasswdPath;
     this.logger = opts.logger;
     this.onReload = opts.onReload;
@@ -86,17 +71,24 @@ export class Authenticator {
     this.throttle = new FailureThrottle(opts.throttle ?? DEFAULT_THROTTLE);
     this.pool = new BcryptPool({ size: opts.bcryptWorkers ?? 1 });
     this.compareBcrypt = (password, hash) => this.pool.compare(password, hash);
-    this.entries = loaded.users;
-    this.dummyHash = dummyFor(loaded.users);
-    this.seenIdentity = loaded.identity;
+    this.entries = users;
+    this.dummyHash = dummyFor(users);
   }
 
   /** Load the file and start following it. Throws PortcullisError(PCL_ERR_HTPASSWD) if it is missing or bad. */
   static async open(opts: AuthenticatorOptions): Promise<Authenticator> {
-    const loaded = await loadHtpasswd(opts.htpasswdPath);
-    const auth = new Authenticator(opts, loaded);
+    // The watcher starts first so a change made while we read is not missed (at worst it reloads twice).
+    const watcher = opts.watch === false ? null : new FileWatcher([opts.htpasswdPath], () => void auth.reload());
+    let users: HtpasswdFile;
+    try {
+      users = await loadHtpasswd(opts.htpasswdPath);
+    } catch (err) {
+      watcher?.close();
+      throw err;
+    }
+    const auth: Authenticator = new Authenticator(opts, users);
+    auth.watcher = watcher;
     auth.logLoaded('htpasswd loaded');
-    if (opts.watch !== false) auth.follow();
     return auth;
   }
 
@@ -158,19 +150,15 @@ export class Authenticator {
     this.closed = true;
     this.watcher?.close();
     this.watcher = null;
-    if (this.pollTimer) clearInterval(this.pollTimer);
-    if (this.debounceTimer) clearTimeout(this.debounceTimer);
     await this.pool.close();
   }
 
   private async reloadNow(): Promise<boolean> {
     if (this.closed) return false;
     try {
-      const loaded = await loadHtpasswd(this.path, (identity) => {
-        this.seenIdentity = identity; // also when the content is refused: retry only once it changes again
-      });
-      this.entries = loaded.users;
-      this.dummyHash = dummyFor(loaded.users);
+      const users = await loadHtpasswd(this.path);
+      this.entries = users;
+      this.dummyHash = dummyFor(users);
       this.logLoaded('htpasswd reloaded');
       this.onReload?.('ok');
       return true;
@@ -179,46 +167,6 @@ export class Authenticator {
       this.logger.error({ file: this.path, users: this.entries.size, err: error.message }, 'htpasswd reload refused, keeping the last good file');
       this.onReload?.('error', error);
       return false;
-    }
-  }
-
-  private follow(): void {
-    try {
-      this.watcher = watch(dirname(this.path), { persistent: false }, () => this.schedule());
-      this.watcher.on('error', (err) => {
-        this.logger.warn({ file: this.path, err: err.message }, 'cannot watch the htpasswd folder; polling only');
-        this.watcher?.close();
-        this.watcher = null;
-      });
-    } catch (err) {
-      this.logger.warn({ file: this.path, err: (err as Error).message }, 'cannot watch the htpasswd folder; polling only');
-    }
-    this.pollTimer = setInterval(() => void this.check(), POLL_MS);
-    this.pollTimer.unref();
-  }
-
-  /** Several events arrive per save (write, chmod, rename): act once, after they settle. */
-  private schedule(): void {
-    if (this.closed) return;
-    if (this.debounceTimer) clearTimeout(this.debounceTimer);
-    this.debounceTimer = setTimeout(() => void this.check(), DEBOUNCE_MS);
-    this.debounceTimer.unref();
-  }
-
-  /** Reload if the file is not the one we last looked at. Stat calls are cheap; parsing happens only on change. */
-  private async check(): Promise<void> {
-    if (this.closed || this.checking) return;
-    this.checking = true;
-    try {
-      let identity: string;
-      try {
-        identity = identityOf(await stat(this.path));
-      } catch (err) {
-        identity = hasErrno(err, 'ENOENT', 'ENOTDIR') ? 'missing' : `error:${String(err)}`;
-      }
-      if (identity !== this.seenIdentity) await this.reload();
-    } finally {
-      this.checking = false;
     }
   }
 
@@ -232,41 +180,15 @@ export class Authenticator {
   }
 }
 
-interface StatLike {
-  dev: number;
-  ino: number;
-  size: number;
-  mtimeMs: number;
-  ctimeMs: number;
-}
-
-function identityOf(s: StatLike): string {
-  return `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`;
-}
-
-/**
- * Read and parse the file. The stat comes from the same descriptor as the content, so the identity we record
- * is that of the bytes we parsed even if the file is replaced meanwhile. `seen` gets the identity (or
- * "missing") before parsing, so a refused file is remembered too.
- */
-async function loadHtpasswd(path: string, seen: (identity: string) => void = () => {}): Promise<Loaded> {
+async function loadHtpasswd(path: string): Promise<HtpasswdFile> {
   let text: string;
-  let identity: string;
   try {
-    const handle = await open(path, 'r');
-    try {
-      identity = identityOf(await handle.stat());
-      text = await handle.readFile('utf8');
-    } finally {
-      await handle.close();
-    }
+    text = await readFile(path, 'utf8');
   } catch (err) {
-    seen(hasErrno(err, 'ENOENT', 'ENOTDIR') ? 'missing' : `error:${String(err)}`);
     const why = hasErrno(err, 'ENOENT') ? 'no such file' : hasErrno(err, 'EACCES') ? 'permission denied' : err instanceof Error ? err.message : String(err);
     throw new PortcullisError('PCL_ERR_HTPASSWD', `cannot read htpasswd file ${path}: ${why}`, { cause: err });
   }
-  seen(identity);
-  return { users: parseHtpasswd(text, path), identity };
+  return parseHtpasswd(text, path);
 }
 
 /** The dummy hash gets the cost most users have, so an unknown user takes as long as a typical one. */

@@ -4,7 +4,8 @@
  * Two mechanisms, because neither is enough alone: `fs.watch` on the parent folder (editors, `htpasswd`
  * and Kubernetes Secret updates replace files by rename, which a watch on the file itself misses), and a
  * stat poll as a fallback where inotify does not reach (bind mounts, network filesystems). A change is
- * reported once the stat signature (inode, size, mtime) differs from the last one reported.
+ * reported once the stat signature (device, inode, size, mtime, ctime) differs from the last one reported,
+ * so a refused file is retried only after it changes again, not on every poll.
  */
 import { statSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
@@ -75,7 +76,7 @@ export class FileWatcher {
       .map((p) => {
         try {
           const s = statSync(p);
-          return `${s.ino}:${s.size}:${s.mtimeMs}`;
+          return `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`;
         } catch {
           return 'missing';
         }
