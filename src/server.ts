@@ -185,8 +185,10 @@ export function createServer(
   const common: http.ServerOptions = {
     // Node's 300 s default answers 408 in the middle of a multi-gigabyte upload.
     requestTimeout: 0,
-    // Slow headers are still cut (slowloris).
+    // Slow headers are still cut (slowloris). Node enforces this only when it sweeps its connections,
+    // every 30 s by default: sweep every second so the limit means what it says.
     headersTimeout: config.limits.headersTimeoutMs,
+    connectionsCheckingInterval: 1000,
     keepAliveTimeout: config.limits.keepAliveTimeoutMs,
     maxHeaderSize: config.limits.maxHeaderSize,
   };

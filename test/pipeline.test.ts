@@ -43,7 +43,7 @@ before(async () => {
 tls: false
 upstream: { url: "http://127.0.0.1:${upPort}" }
 auth: { htpasswd: htpasswd, realm: "Test Realm" }
-limits: { maxBodySize: 1M, maxHeaderSize: 16K }
+limits: { maxBodySize: 1M, maxHeaderSize: 16K, headersTimeout: 1s }
 `,
     join(dir, 'proxy.yaml'),
   );
@@ -186,6 +186,33 @@ test('metrics count requests by operation and status class, and auth outcomes', 
   assert.match(text, /portcullis_auth_total\{outcome="failed"\} \d+/);
   assert.match(text, /portcullis_auth_total\{outcome="(ok|cached)"\} \d+/);
   assert.doesNotMatch(text, /alice|team\/app/, 'no user or repository labels');
+});
+
+test('slow headers are cut with 408 (headersTimeout), while a long body is not', async () => {
+  const answer = await rawRequest('GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: ', 6000);
+  assert.match(answer, /^HTTP\/1\.1 408 /);
+
+  // A body that trickles in for 2.5 s (well past the 1 s headers timeout) still goes through.
+  const { port } = new URL(base);
+  const slow = await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(Number(port), '127.0.0.1');
+    let data = '';
+    socket.on('data', (d) => (data += d.toString('latin1')));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(data));
+    socket.write(`PATCH /v2/a/blobs/uploads/u HTTP/1.1\r\nHost: x\r\nAuthorization: ${basic('alice', PASSWORD)}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n`);
+    let n = 0;
+    const timer = setInterval(() => {
+      n += 1;
+      if (n <= 5) socket.write('4\r\nslow\r\n');
+      else {
+        clearInterval(timer);
+        socket.write('0\r\n\r\n');
+      }
+    }, 500);
+  });
+  assert.match(slow, /^HTTP\/1\.1 200 /);
+  assert.equal(seen.at(-1)!.method, 'PATCH');
 });
 
 function rawRequest(head: string, waitMs = 2000, body?: string): Promise<string> {
