@@ -76,52 +76,13 @@ type X509Lib = typeof import('@peculiar/x509');
 let x509Lib: Promise<X509Lib> | null = null;
 
 /**
- * @peculiar/x509 resolves its algorithms through tsyringe, which refuses to load unless a Reflect metadata API
- * exists. The library never emits design-time type metadata; tsyringe only stores and reads its own keys.
- * So, when no polyfill (reflect-metadata, core-js) is loaded, a small per-object store is enough. Loaded on
- * first use, so processes that never make certificates (serve) are not touched.
+ * @peculiar/x509 resolves its algorithms through tsyringe, which refuses to load without the Reflect
+ * metadata API: reflect-metadata provides it. Both are loaded on first use, so processes that never make
+ * certificates (serve) are not touched.
  */
 function loadX509(): Promise<X509Lib> {
-  if (!x509Lib) {
-    installReflectMetadata();
-    x509Lib = import('@peculiar/x509');
-  }
+  x509Lib ??= import('reflect-metadata').then(() => import('@peculiar/x509'));
   return x509Lib;
-}
-
-interface ReflectMetadataApi {
-  defineMetadata(key: unknown, value: unknown, target: object): void;
-  getOwnMetadata(key: unknown, target: object): unknown;
-  getMetadata(key: unknown, target: object): unknown;
-  hasOwnMetadata(key: unknown, target: object): boolean;
-  hasMetadata(key: unknown, target: object): boolean;
-}
-
-function installReflectMetadata(): void {
-  const reflect = Reflect as typeof Reflect & Partial<ReflectMetadataApi>;
-  if (typeof reflect.getMetadata === 'function') return;
-  const store = new WeakMap<object, Map<unknown, unknown>>();
-  const owner = (key: unknown, target: object): Map<unknown, unknown> | undefined => {
-    for (let t: object | null = target; t !== null; t = Object.getPrototypeOf(t) as object | null) {
-      const own = store.get(t);
-      if (own?.has(key)) return own;
-    }
-    return undefined;
-  };
-  const api: ReflectMetadataApi = {
-    defineMetadata(key, value, target) {
-      let own = store.get(target);
-      if (!own) store.set(target, (own = new Map()));
-      own.set(key, value);
-    },
-    getOwnMetadata: (key, target) => store.get(target)?.get(key),
-    getMetadata: (key, target) => owner(key, target)?.get(key),
-    hasOwnMetadata: (key, target) => store.get(target)?.has(key) ?? false,
-    hasMetadata: (key, target) => owner(key, target) !== undefined,
-  };
-  for (const [name, fn] of Object.entries(api)) {
-    Object.defineProperty(Reflect, name, { value: fn, writable: true, configurable: true, enumerable: false });
-  }
 }
 
 /** Create a self-signed CA (ECDSA P-256) that can sign server certificates and nothing below them. */
