@@ -62,7 +62,8 @@ test('skopeo pushes a 4-layer image through the proxy, verifying its certificate
     const head = await request(`${registry.url}/v2/e2e/app/blobs/${digest}`, { method: 'HEAD' });
     assert.equal(head.status, 200, `layer ${digest} missing in the registry`);
   }
-  // And the proxy logged the uploads under the authenticated user.
+  // And the proxy logged the uploads under the authenticated user (the manifest PUT is the last request).
+  await proxy.waitForLog((l) => l['msg'] === 'request' && l['method'] === 'PUT' && l['operation'] === 'manifest' && l['status'] === 201, 5000);
   const uploads = proxy.logs().filter((l) => l['msg'] === 'request' && l['operation'] === 'upload' && l['user'] === USER);
   assert.ok(uploads.length >= image.layerDigests.length, `only ${uploads.length} upload requests logged`);
 });
