@@ -80,8 +80,13 @@ export class Metrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' });
-    // A worker answers the primary's aggregation requests from this registry.
-    if (cluster.isWorker) AggregatorRegistry.setRegistries([this.registry]);
+    // A worker answers the primary's aggregation requests from this registry. prom-client installs the
+    // worker's answering listener only in the AggregatorRegistry constructor (setRegistries alone leaves
+    // the primary waiting until its 5 s timeout, and /metrics answers 500), hence the instance.
+    if (cluster.isWorker) {
+      AggregatorRegistry.setRegistries([this.registry]);
+      new AggregatorRegistry();
+    }
   }
 }
 

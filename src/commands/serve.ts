@@ -11,7 +11,8 @@
 import cluster, { type Worker } from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import type http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { AggregatorRegistry } from 'prom-client';
 import { Authenticator } from '../auth.js';
 import { loadConfig, redactedConfig, type Config } from '../config.js';
@@ -51,16 +52,25 @@ export function optionValue(argv: string[], name: string): string | undefined {
   return argv[i]!.includes('=') ? argv[i]!.slice(name.length + 1) : argv[i + 1];
 }
 
+/** Authenticators replaced by a SIGHUP: they follow the htpasswd file until closed, but no longer count. */
+const retired = new WeakSet<Authenticator>();
+
 /** Pieces built from one config; rebuilt on SIGHUP. */
 async function buildServices(config: Config, logger: Logger, metrics: Metrics): Promise<Services> {
+  let self: Authenticator | null = null;
   const authenticator = await Authenticator.open({
     htpasswdPath: config.auth.htpasswd,
     cacheTtlMs: config.auth.cacheTtlMs,
     cacheSize: config.auth.cacheSize,
     throttle: { maxFailures: config.auth.maxFailures, windowMs: config.auth.failureWindowMs },
     logger,
-    onReload: (result) => metrics.reloads.inc({ kind: 'htpasswd', result }),
+    // After a SIGHUP the replaced authenticator still follows the file until retire() closes it: without
+    // this check one change of the file counted as two reloads for a whole grace period.
+    onReload: (result) => {
+      if (self === null || !retired.has(self)) metrics.reloads.inc({ kind: 'htpasswd', result });
+    },
   });
+  self = authenticator;
   const forwarder = new Forwarder({
     upstream: config.upstream.url,
     ca: config.upstream.ca ? readFileSync(config.upstream.ca) : null,
@@ -74,6 +84,7 @@ async function buildServices(config: Config, logger: Logger, metrics: Metrics): 
 
 /** Retire replaced services once requests that started with them have had time to finish. */
 function retire(old: Services, afterMs: number): void {
+  retired.add(old.authenticator);
   setTimeout(() => {
     void old.authenticator.close();
     old.forwarder.close();
@@ -92,7 +103,25 @@ async function runInstance(initial: Config, logger: Logger): Promise<number> {
   }
   let services = await buildServices(initial, logger, metrics);
   let draining = false;
-  const handler = createRequestHandler({ services: () => services, metrics, logger, draining: () => draining });
+  // Responses being served, by connection: the drain needs them (see shutdown below).
+  const open = new Map<Socket, Set<ServerResponse>>();
+  const pipeline = createRequestHandler({ services: () => services, metrics, logger, draining: () => draining });
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    const socket = req.socket;
+    let responses = open.get(socket);
+    if (!responses) open.set(socket, (responses = new Set()));
+    const mine = responses;
+    mine.add(res);
+    res.once('close', () => {
+      mine.delete(res);
+      if (mine.size > 0) return;
+      if (open.get(socket) === mine) open.delete(socket);
+      // A response that began before the drain said keep-alive; now that it is over (and flushed: 'close'
+      // follows 'finish'), end its connection gracefully.
+      if (draining) socket.end(() => socket.destroy());
+    });
+    pipeline(req, res);
+  };
   const server = createServer(initial, tls, handler, metrics);
   await listen(server, initial.listen.host, initial.listen.port);
   const address = server.address() as AddressInfo;
@@ -119,7 +148,10 @@ async function runInstance(initial: Config, logger: Logger): Promise<number> {
     if (!cfg) return;
     try {
       tls = loadTlsMaterial(cfg.cert, cfg.key);
-      (server as unknown as import('node:tls').Server).setSecureContext(secureContextOptions(tls));
+      // setSecureContext replaces every context option, not only cert and key: without minVersion again a
+      // `minVersion: TLSv1.3` server would accept TLS 1.2 after its first certificate reload. The version
+      // stays the one the server started with (a minVersion change needs a restart).
+      (server as unknown as import('node:tls').Server).setSecureContext({ ...secureContextOptions(tls), minVersion: initial.tls?.minVersion ?? 'TLSv1.2' });
       metrics.reloads.inc({ kind: 'tls', result: 'ok' });
       logger.info({ certificate: tls.subject, validTo: tls.validTo }, 'certificate reloaded');
     } catch (err) {
@@ -167,14 +199,25 @@ async function runInstance(initial: Config, logger: Logger): Promise<number> {
       if (draining) return;
       draining = true;
       const graceMs = services.config.shutdown.gracePeriodMs;
-      logger.info({ signal, inFlight: server.connections, graceMs }, 'shutting down: draining in-flight requests');
-      const idle = setInterval(() => server.closeIdleConnections(), 250);
+      let inFlight = 0;
+      for (const responses of open.values()) {
+        for (const res of responses) {
+          inFlight += 1;
+          // Not answered yet: answer with `Connection: close`, so the client does not send its next request
+          // into a connection that is about to close.
+          if (!res.headersSent) res.shouldKeepAlive = false;
+        }
+      }
+      logger.info({ signal, inFlight, graceMs }, 'shutting down: draining in-flight requests');
       const force = setTimeout(() => {
         logger.warn('grace period over: closing remaining connections');
         server.closeAllConnections();
       }, graceMs);
+      // close() stops accepting and closes the connections idle now. No periodic closeIdleConnections()
+      // after that: it destroys a connection whose response has ended but is not flushed yet (a slow
+      // client's last bytes), cutting downloads short. Connections busy now are closed when their
+      // response is over (above).
       server.close(() => {
-        clearInterval(idle);
         clearTimeout(force);
         certWatcher?.close();
         probe?.close();
@@ -183,7 +226,6 @@ async function runInstance(initial: Config, logger: Logger): Promise<number> {
         logger.info('stopped');
         resolve(0);
       });
-      server.closeIdleConnections();
     };
     process.on('SIGTERM', () => shutdown('SIGTERM'));
     process.on('SIGINT', () => shutdown('SIGINT'));
@@ -223,14 +265,38 @@ async function runPrimary(config: Config, logger: Logger): Promise<number> {
     setTimeout(fork, 1000).unref();
   });
 
+  // /readyz checks the upstream the workers forward to, so it follows `upstream` across SIGHUP too.
+  interface ProbeTarget {
+    key: string;
+    agent: http.Agent;
+    ready: () => Promise<boolean>;
+  }
+  const targetKey = (c: Config): string => `${c.upstream.url.href} ${c.upstream.ca ?? ''}`;
+  const probeTarget = (c: Config): ProbeTarget => {
+    const agent = upstreamAgent(c.upstream.url, c.upstream.ca ? readFileSync(c.upstream.ca) : null, 2);
+    return { key: targetKey(c), agent, ready: upstreamProbe(c.upstream.url, agent) };
+  };
+  let target: ProbeTarget | null = config.metrics ? probeTarget(config) : null;
+  const followUpstream = (): void => {
+    if (!target) return;
+    try {
+      const next = loadConfig(config.file);
+      if (targetKey(next) === target.key) return;
+      const fresh = probeTarget(next);
+      target.agent.destroy();
+      target = fresh;
+    } catch {
+      // The workers refuse the same file and log why; the probe keeps its target.
+    }
+  };
+
   let probe: http.Server | null = null;
   if (config.metrics) {
     const aggregate = new AggregatorRegistry();
-    const agent = upstreamAgent(config.upstream.url, config.upstream.ca ? readFileSync(config.upstream.ca) : null, 2);
     probe = await startProbeServer({
       ...config.metrics,
       metrics: async () => ({ contentType: aggregate.contentType, body: await aggregate.clusterMetrics() }),
-      ready: upstreamProbe(config.upstream.url, agent),
+      ready: () => target?.ready() ?? Promise.resolve(false),
       logger,
     });
     logger.info({ url: `http://${formatHost(config.metrics.host)}:${(probe.address() as AddressInfo).port}` }, 'metrics listening');
@@ -238,7 +304,10 @@ async function runPrimary(config: Config, logger: Logger): Promise<number> {
 
   return new Promise<number>((resolve) => {
     const each = (fn: (w: Worker) => void): void => Object.values(cluster.workers ?? {}).forEach((w) => w && fn(w));
-    process.on('SIGHUP', () => each((w) => w.process.kill('SIGHUP')));
+    process.on('SIGHUP', () => {
+      followUpstream();
+      each((w) => w.process.kill('SIGHUP'));
+    });
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) return;
       stopping = true;
