@@ -16,7 +16,7 @@ import httpProxy from 'http-proxy';
 import { BodyLimit } from './body-limit.js';
 import { RegistryError, hasErrno } from './errors.js';
 import { API_VERSION, API_VERSION_HEADER, rewriteLocation } from './headers.js';
-import { sendError } from './reply.js';
+import { closeAfterResponse, sendError } from './reply.js';
 
 export interface ForwarderOptions {
   upstream: URL;
@@ -143,7 +143,12 @@ export class Forwarder {
     headers[API_VERSION_HEADER] ??= API_VERSION;
     // Our decision, not the client's raw header: Node decided keep-alive from the request already, and a
     // registry that answers before the body is read (an early 4xx) leaves an unread body: close then.
-    headers.connection = res.shouldKeepAlive && (req.complete || !state.limiter) ? 'keep-alive' : 'close';
+    if (!req.complete && state.limiter) {
+      headers.connection = 'close';
+      closeAfterResponse(res); // the registry refused early: deliver its answer, then let the client stop
+    } else {
+      headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
+    }
     proxyRes.on('data', (chunk: Buffer) => {
       state.exchange.bytesOut += chunk.length;
     });
@@ -155,9 +160,10 @@ export class Forwarder {
 
   #onError(err: Error, state: State, req: IncomingMessage, res: ServerResponse): void {
     if (state.settled) return;
-    if (state.exchange.upstreamStatus !== null && !res.headersSent) {
-      // The registry answered early (e.g. 4xx before the whole upload arrived) and closed: its answer
-      // is on its way through the pipe; a write error on the request side must not replace it (#1677).
+    if (state.exchange.upstreamStatus !== null) {
+      // The response has begun: a write error on the request side (the registry answered a big upload
+      // early and stopped reading: #1677) must not replace or cut it. If the response itself breaks,
+      // its 'close' handler in #onProxyRes cuts the client.
       return;
     }
     const timeout = err instanceof UpstreamTimeoutError;
@@ -182,8 +188,7 @@ export class Forwarder {
       res.destroy();
       return;
     }
-    // If the request body was not read to its end, close: we will not drain gigabytes to reuse a socket.
-    sendError(res, answer, { close: !req.complete });
+    sendError(res, answer);
   }
 }
 

@@ -3,13 +3,17 @@
  * (clients parse errors only as `application/json`; the nginx recipe adds the header with `always`).
  */
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { RegistryError } from './errors.js';
 import { API_VERSION, API_VERSION_HEADER } from './headers.js';
 
 export interface ReplyOptions {
-  /** Close the connection after this response: used when an unread request body must not be drained. */
+  /** Close the connection after this response even if the request was read whole (e.g. a bad request line). */
   close?: boolean;
 }
+
+/** How long a refused client may keep sending before we stop listening (nginx lingers 5 s, Go 0.5 s). */
+const LINGER_MS = 5000;
 
 export function sendError(res: ServerResponse, err: RegistryError, opts: ReplyOptions = {}): void {
   if (res.headersSent) {
@@ -23,8 +27,36 @@ export function sendError(res: ServerResponse, err: RegistryError, opts: ReplyOp
   res.setHeader('Content-Length', Buffer.byteLength(body));
   res.setHeader(API_VERSION_HEADER, API_VERSION);
   for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
-  if (opts.close) res.setHeader('Connection', 'close');
+  // A body we did not read (refused upload) is not drained to reuse the connection: close it, gently.
+  const unread = !res.req.complete;
+  if (opts.close || unread) res.setHeader('Connection', 'close');
+  if (unread) closeAfterResponse(res);
   res.end(body);
+}
+
+/**
+ * Lingering close (RFC 9112 9.6) for a response sent before the request body was read.
+ *
+ * Node ends a `Connection: close` response with `socket.destroySoon()`, which closes the socket as soon
+ * as our answer is written. The client is typically still sending its layer; its next bytes then meet a
+ * TCP reset, and the reset can overtake our answer in the client's receive buffer: docker and skopeo report
+ * "broken pipe" instead of our 413 `denied`, and retry. So: half-close instead (our answer and FIN go
+ * out), read and discard what the client still sends, close when it is done or after LINGER_MS.
+ * Call before `res.end()`.
+ */
+export function closeAfterResponse(res: ServerResponse): void {
+  const socket = res.socket;
+  const req = res.req;
+  if (!socket || req.complete) return;
+  socket.destroySoon = function halfClose(this: Socket): void {
+    this.end();
+  };
+  req.unpipe();
+  req.resume();
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  socket.once('end', () => socket.destroy());
 }
 
 /** The 401 every unauthenticated request gets. docker and podman only send credentials for schemes learned

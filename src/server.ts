@@ -72,12 +72,12 @@ export function createRequestHandler(deps: PipelineDeps): (req: IncomingMessage,
         if (err instanceof RegistryError) {
           // An expected refusal raised below the pipeline (e.g. the bcrypt workers are saturated or down).
           record.error = err.code.toLowerCase();
-          sendError(res, err, { close: !req.complete });
+          sendError(res, err);
         } else {
           // A bug, not a client problem: answer 500 and keep serving everyone else.
           record.error = 'internal';
           deps.logger.error({ reqId: record.reqId, err: err instanceof Error ? err.stack : String(err) }, 'request failed');
-          sendError(res, new RegistryError('UNKNOWN', 'internal proxy error'), { close: !req.complete });
+          sendError(res, new RegistryError('UNKNOWN', 'internal proxy error'));
         }
         if (outcome.forwarding) done();
       },
@@ -113,21 +113,21 @@ async function handle(
   }
   if (isAmbiguousPath(path)) {
     // The registry's router would decode or clean this path into another name than the one we see.
-    return sendError(res, new RegistryError('NAME_INVALID', 'invalid repository path', { status: 400 }), { close: !req.complete });
+    return sendError(res, new RegistryError('NAME_INVALID', 'invalid repository path', { status: 400 }));
   }
   if (!path.startsWith('/v2/') && path !== '/v2') {
-    return sendError(res, new RegistryError('UNSUPPORTED', 'not a registry API path (/v2/)', { status: 404 }), { close: !req.complete });
+    return sendError(res, new RegistryError('UNSUPPORTED', 'not a registry API path (/v2/)', { status: 404 }));
   }
 
   const auth = await authenticator.authenticate(req.headers.authorization, record.clientIp);
   outcome.auth = auth.outcome;
   if (auth.outcome === 'throttled') {
     const retry = Math.ceil(config.auth.failureWindowMs / 1000);
-    return sendError(res, new RegistryError('TOOMANYREQUESTS', 'too many failed logins; try again later', { headers: { 'Retry-After': String(retry) } }), { close: !req.complete });
+    return sendError(res, new RegistryError('TOOMANYREQUESTS', 'too many failed logins; try again later', { headers: { 'Retry-After': String(retry) } }));
   }
   if (auth.outcome !== 'ok' && auth.outcome !== 'cached') {
     const message = auth.outcome === 'malformed' ? 'malformed Authorization header' : 'authentication required';
-    return sendError(res, unauthorized(config.auth.realm, message), { close: !req.complete });
+    return sendError(res, unauthorized(config.auth.realm, message));
   }
   record.user = auth.user;
 

@@ -240,3 +240,15 @@ describe('manifests, tags and catalog', () => {
     assert.equal(up.status, 401);
   });
 });
+
+test('the registry refusing a big PATCH before reading it: the client gets that answer every time', async () => {
+  // A PATCH to an upload the registry does not know is refused before its body is read. The proxy must
+  // deliver the refusal and close gently; closing at once resets the connection under the answer.
+  const { location } = await startUpload('e2e/refused');
+  const unknown = location.replace(/uploads\/[0-9a-f-]{36}/, 'uploads/00000000-0000-4000-8000-000000000000');
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const r = await px(unknown, { method: 'PATCH', body: chunkedBody(pseudoRandomBytes(`refused-${attempt}`, 16 * MiB), 256 * 1024) });
+    assert.ok(r.status === 400 || r.status === 404, `attempt ${attempt}: status ${r.status}`);
+    assert.match(r.text(), /BLOB_UPLOAD_(UNKNOWN|INVALID)/, `attempt ${attempt}`);
+  }
+});
