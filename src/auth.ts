@@ -144,6 +144,13 @@ export class Authenticator {
     return this.verificationCount;
   }
 
+  /** Stop following the file but keep answering: for an authenticator replaced on reload whose
+   * in-flight checks must still finish. */
+  stopFollowing(): void {
+    this.watcher?.close();
+    this.watcher = null;
+  }
+
   /** Stop following the file and terminate the workers. */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -181,7 +181,7 @@ export function createServer(
   tlsMaterial: TlsMaterial | null,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
   metrics: Metrics,
-): http.Server {
+): http.Server | https.Server {
   const common: http.ServerOptions = {
     // Node's 300 s default answers 408 in the middle of a multi-gigabyte upload.
     requestTimeout: 0,

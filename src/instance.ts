@@ -1,0 +1,218 @@
+/**
+ * One serving process: builds the services from the config, listens, and keeps them current.
+ *
+ * - htpasswd: followed by the Authenticator itself.
+ * - certificate and key: followed here; new handshakes get the new pair, open connections keep theirs.
+ * - proxy.yaml: re-read on SIGHUP; the services are swapped as a whole, so a request never sees half of
+ *   two configs. Unchanged parts are kept (the credential cache and the upstream pool survive a reload).
+ * - SIGTERM/SIGINT: drain (drain.ts), then resolve with exit code 0.
+ *
+ * Used alone (`workers: 1`) or as a cluster worker (primary.ts).
+ */
+import cluster from 'node:cluster';
+import { readFileSync } from 'node:fs';
+import type http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { Authenticator } from './auth.js';
+import { loadConfig, redactedConfig, type Config } from './config.js';
+import { Drain } from './drain.js';
+import type { Logger } from './log.js';
+import { Metrics, startProbeServer, upstreamProbe } from './metrics.js';
+import { Forwarder } from './proxy.js';
+import { createRequestHandler, createServer, type Services } from './server.js';
+import { loadTlsMaterial, secureContextOptions, type TlsMaterial } from './tls.js';
+import { FileWatcher } from './watch.js';
+
+export async function runInstance(initial: Config, logger: Logger): Promise<number> {
+  const worker = cluster.isWorker;
+  const metrics = new Metrics();
+  let tls: TlsMaterial | null = initial.tls ? loadTlsMaterial(initial.tls.cert, initial.tls.key) : null;
+  if (!tls) {
+    logger.warn(
+      'TLS IS DISABLED (tls: false): passwords and images cross the network in clear text, and docker ' +
+        'refuses plain-HTTP registries unless listed in insecure-registries. Use this only behind another TLS terminator.',
+    );
+  }
+  let services = await buildServices(initial, null, logger, metrics);
+  const drain = new Drain();
+  const pipeline = createRequestHandler({ services: () => services, metrics, logger, draining: () => drain.draining });
+  const server = createServer(initial, tls, drain.track(pipeline), metrics);
+  await listen(server, initial.listen.host, initial.listen.port);
+  const port = (server.address() as AddressInfo).port;
+  logger.info(
+    {
+      url: `${initial.tls ? 'https' : 'http'}://${displayHost(initial.listen.host)}:${port}`,
+      upstream: initial.upstream.url.origin,
+      ...(tls ? { certificate: tls.subject, validTo: tls.validTo } : {}),
+    },
+    worker ? 'worker listening' : 'listening',
+  );
+
+  let probe: http.Server | null = null;
+  if (initial.metrics && !worker) {
+    probe = await startProbeServer({
+      ...initial.metrics,
+      metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+      ready: () => upstreamProbe(services.config.upstream.url, services.forwarder.agent)(),
+      logger,
+    });
+    const a = probe.address() as AddressInfo;
+    logger.info({ url: `http://${displayHost(initial.metrics.host)}:${a.port}` }, 'metrics listening');
+  }
+
+  const reloadTls = (): void => {
+    const cfg = services.config.tls;
+    if (!cfg) return;
+    try {
+      tls = loadTlsMaterial(cfg.cert, cfg.key);
+      // setSecureContext replaces every context option, not only cert and key: without minVersion again a
+      // `minVersion: TLSv1.3` server would accept TLS 1.2 after its first certificate reload. The version
+      // stays the one the server started with (a minVersion change needs a restart).
+      if (server instanceof https.Server) server.setSecureContext({ ...secureContextOptions(tls), minVersion: initial.tls?.minVersion ?? 'TLSv1.2' });
+      metrics.reloads.inc({ kind: 'tls', result: 'ok' });
+      logger.info({ certificate: tls.subject, validTo: tls.validTo }, 'certificate reloaded');
+    } catch (err) {
+      metrics.reloads.inc({ kind: 'tls', result: 'error' });
+      logger.error({ err: (err as Error).message }, 'certificate reload refused; the previous certificate keeps serving');
+    }
+  };
+  let certWatcher = initial.tls ? new FileWatcher([initial.tls.cert, initial.tls.key], reloadTls, { debounceMs: 500 }) : null;
+
+  const reloadConfig = async (): Promise<void> => {
+    const refuse = (err: unknown): void => {
+      metrics.reloads.inc({ kind: 'config', result: 'error' });
+      logger.error({ err: (err as Error).message }, 'config reload refused; the previous config keeps serving');
+    };
+    let next: Config;
+    try {
+      next = loadConfig(services.config.file);
+    } catch (err) {
+      return refuse(err);
+    }
+    const current = services.config;
+    const fixed = restartOnlyChanges(current, next);
+    if (fixed.length > 0) logger.warn({ keys: fixed }, 'these settings change only on restart');
+    // What is bound to sockets and processes stays as started.
+    next = { ...next, listen: current.listen, workers: current.workers, metrics: current.metrics, tls: current.tls && next.tls };
+    try {
+      const old = services;
+      services = await buildServices(next, old, logger, metrics);
+      retire(old, services, next.shutdown.gracePeriodMs);
+    } catch (err) {
+      return refuse(err);
+    }
+    logger.level = next.log.level;
+    if (current.tls && next.tls && (current.tls.cert !== next.tls.cert || current.tls.key !== next.tls.key)) {
+      certWatcher?.close();
+      certWatcher = new FileWatcher([next.tls.cert, next.tls.key], reloadTls, { debounceMs: 500 });
+      reloadTls();
+    }
+    metrics.reloads.inc({ kind: 'config', result: 'ok' });
+    logger.info({ config: redactedConfig(services.config) }, 'config reloaded');
+  };
+
+  return new Promise<number>((resolve) => {
+    process.on('SIGHUP', () => void reloadConfig());
+    const shutdown = (signal: string): void => {
+      if (drain.draining) return;
+      const graceMs = services.config.shutdown.gracePeriodMs;
+      const { inFlight, closed } = drain.start(server, graceMs, () => logger.warn('grace period over: closing remaining connections'));
+      logger.info({ signal, inFlight, graceMs }, 'shutting down: draining in-flight requests');
+      void closed.then(async () => {
+        certWatcher?.close();
+        probe?.close();
+        await services.authenticator.close();
+        services.forwarder.close();
+        logger.info('stopped');
+        resolve(0);
+      });
+    };
+    process.on('SIGTERM', () => shutdown('SIGTERM'));
+    process.on('SIGINT', () => shutdown('SIGINT'));
+  });
+}
+
+/**
+ * The services for `config`. Parts whose settings did not change since `previous` are kept: an unchanged
+ * Authenticator keeps its credential cache, an unchanged Forwarder its upstream connections.
+ */
+async function buildServices(config: Config, previous: Services | null, logger: Logger, metrics: Metrics): Promise<Services> {
+  const authenticator =
+    previous && sameAuth(previous.config, config)
+      ? previous.authenticator
+      : await Authenticator.open({
+          htpasswdPath: config.auth.htpasswd,
+          cacheTtlMs: config.auth.cacheTtlMs,
+          cacheSize: config.auth.cacheSize,
+          throttle: { maxFailures: config.auth.maxFailures, windowMs: config.auth.failureWindowMs },
+          logger,
+          onReload: (result) => metrics.reloads.inc({ kind: 'htpasswd', result }),
+        });
+  const forwarder =
+    previous && sameUpstream(previous.config, config)
+      ? previous.forwarder
+      : new Forwarder({
+          upstream: config.upstream.url,
+          ca: config.upstream.ca ? readFileSync(config.upstream.ca) : null,
+          timeoutMs: config.upstream.timeoutMs,
+          maxSockets: config.upstream.maxSockets,
+          maxBodySize: config.limits.maxBodySize,
+          internalOrigins: [config.upstream.url.origin, ...config.upstream.aliases],
+        });
+  return { config, authenticator, forwarder };
+}
+
+function sameAuth(a: Config, b: Config): boolean {
+  return JSON.stringify(a.auth) === JSON.stringify(b.auth);
+}
+
+function sameUpstream(a: Config, b: Config): boolean {
+  return JSON.stringify(a.upstream) === JSON.stringify(b.upstream) && a.limits.maxBodySize === b.limits.maxBodySize;
+}
+
+/** Close the replaced parts once requests that started with them have had time to finish. */
+function retire(old: Services, current: Services, afterMs: number): void {
+  const authenticator = old.authenticator === current.authenticator ? null : old.authenticator;
+  const forwarder = old.forwarder === current.forwarder ? null : old.forwarder;
+  // The old authenticator stops following the file now (one change = one reload), but keeps answering
+  // the checks already running.
+  authenticator?.stopFollowing();
+  setTimeout(() => {
+    void authenticator?.close();
+    forwarder?.close();
+  }, afterMs).unref();
+}
+
+/** Settings bound to sockets or processes: a reload cannot change them. */
+function restartOnlyChanges(a: Config, b: Config): string[] {
+  const changed: string[] = [];
+  if (a.listen.host !== b.listen.host || a.listen.port !== b.listen.port) changed.push('listen');
+  if (a.workers !== b.workers) changed.push('workers');
+  if (JSON.stringify(a.metrics) !== JSON.stringify(b.metrics)) changed.push('metrics.listen');
+  if ((a.tls === null) !== (b.tls === null) || a.tls?.minVersion !== b.tls?.minVersion) changed.push('tls');
+  if (
+    a.limits.headersTimeoutMs !== b.limits.headersTimeoutMs ||
+    a.limits.keepAliveTimeoutMs !== b.limits.keepAliveTimeoutMs ||
+    a.limits.maxHeaderSize !== b.limits.maxHeaderSize
+  ) {
+    changed.push('limits (timeouts, maxHeaderSize)');
+  }
+  return changed;
+}
+
+export function listen(server: http.Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** The address to print for a listener: a wildcard is shown as loopback, IPv6 in brackets. */
+export function displayHost(host: string): string {
+  const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  return h.includes(':') ? `[${h}]` : h;
+}

@@ -1,0 +1,113 @@
+/**
+ * The primary process of `workers: N` (node:cluster): forks the workers that share the port, restarts
+ * crashed ones, relays SIGHUP and SIGTERM, and serves the probes.
+ *
+ * Each worker keeps its own credential cache (a credential costs one bcrypt per worker) and its own
+ * metrics; the primary's /metrics is their sum (prom-client's AggregatorRegistry over cluster IPC), and its
+ * /readyz checks the upstream the workers forward to.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { readFileSync } from 'node:fs';
+import type http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { AggregatorRegistry } from 'prom-client';
+import { loadConfig, type Config } from './config.js';
+import { displayHost } from './instance.js';
+import type { Logger } from './log.js';
+import { startProbeServer, upstreamProbe } from './metrics.js';
+import { upstreamAgent } from './proxy.js';
+import { loadTlsMaterial } from './tls.js';
+
+export async function runPrimary(config: Config, logger: Logger): Promise<number> {
+  // Fail fast in one place rather than N times: the certificate must load before anything forks.
+  if (config.tls) loadTlsMaterial(config.tls.cert, config.tls.key);
+  let stopping = false;
+  let listening = 0;
+  const fork = (): Worker => cluster.fork();
+  for (let i = 0; i < config.workers; i++) fork();
+  cluster.on('listening', (_w, address) => {
+    listening += 1;
+    if (listening === config.workers) {
+      logger.info({ url: `${config.tls ? 'https' : 'http'}://${displayHost(config.listen.host)}:${address.port}`, workers: config.workers }, 'listening');
+    }
+  });
+  cluster.on('exit', (w, code, signal) => {
+    if (stopping) return;
+    logger.error({ worker: w.process.pid, code, signal }, 'worker exited; starting a new one');
+    setTimeout(fork, 1000).unref();
+  });
+
+  const readiness = new UpstreamReadiness(config);
+  let probe: http.Server | null = null;
+  if (config.metrics) {
+    const aggregate = new AggregatorRegistry();
+    probe = await startProbeServer({
+      ...config.metrics,
+      metrics: async () => ({ contentType: aggregate.contentType, body: await aggregate.clusterMetrics() }),
+      ready: () => readiness.check(),
+      logger,
+    });
+    logger.info({ url: `http://${displayHost(config.metrics.host)}:${(probe.address() as AddressInfo).port}` }, 'metrics listening');
+  }
+
+  return new Promise<number>((resolve) => {
+    const each = (fn: (w: Worker) => void): void => Object.values(cluster.workers ?? {}).forEach((w) => w && fn(w));
+    process.on('SIGHUP', () => {
+      readiness.follow(config.file);
+      each((w) => w.process.kill('SIGHUP'));
+    });
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'shutting down workers');
+      each((w) => w.process.kill(signal === 'SIGINT' ? 'SIGTERM' : signal));
+      const done = (): void => {
+        if (Object.keys(cluster.workers ?? {}).length > 0) return;
+        probe?.close();
+        logger.info('stopped');
+        resolve(0);
+      };
+      // A worker leaves cluster.workers once both its 'exit' and 'disconnect' happened, in either order.
+      cluster.on('exit', done);
+      cluster.on('disconnect', done);
+      done();
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+/** /readyz of the primary: is the upstream the workers forward to reachable? Follows `upstream` across SIGHUP. */
+class UpstreamReadiness {
+  #target: { key: string; agent: http.Agent; probe: () => Promise<boolean> };
+
+  constructor(config: Config) {
+    this.#target = UpstreamReadiness.#targetFor(config);
+  }
+
+  check(): Promise<boolean> {
+    return this.#target.probe();
+  }
+
+  /** Re-read the config file; a file the workers will refuse (and log) leaves the target as it is. */
+  follow(file: string): void {
+    let next: Config;
+    try {
+      next = loadConfig(file);
+    } catch {
+      return; // the workers log why
+    }
+    if (UpstreamReadiness.#keyOf(next) === this.#target.key) return;
+    this.#target.agent.destroy();
+    this.#target = UpstreamReadiness.#targetFor(next);
+  }
+
+  static #keyOf(c: Config): string {
+    return `${c.upstream.url.href} ${c.upstream.ca ?? ''}`;
+  }
+
+  static #targetFor(c: Config): { key: string; agent: http.Agent; probe: () => Promise<boolean> } {
+    const agent = upstreamAgent(c.upstream.url, c.upstream.ca ? readFileSync(c.upstream.ca) : null, 2);
+    return { key: UpstreamReadiness.#keyOf(c), agent, probe: upstreamProbe(c.upstream.url, agent) };
+  }
+}
