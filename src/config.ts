@@ -16,7 +16,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, Document, isMap, isScalar, parse as parseYamlScalar, parseDocument, type Node } from 'yaml';
 import { z } from 'zod';
 import { PortcullisError } from './errors.js';
-import { parseDuration, parseHostPort, parseSize } from './units.js';
+import { formatDuration, formatSize, parseDuration, parseHostPort, parseSize } from './units.js';
 
 export const ENV_PREFIX = 'PORTCULLIS_';
 
@@ -319,23 +319,44 @@ function firstLine(s: string): string {
   return s.split('\n')[0] ?? s;
 }
 
-/** The effective config for `check-config` and the start-up log: secrets redacted. */
-export function redactedConfig(c: Config): Record<string, unknown> {
+/**
+ * The effective config in the file's own terms (defaults and environment applied, paths absolute, secrets
+ * redacted): what `check-config` prints and a reload logs. It loads back as a proxy.yaml.
+ */
+export function effectiveConfig(c: Config): Record<string, unknown> {
   const url = new URL(c.upstream.url.href);
   if (url.username || url.password) {
     url.username = 'redacted';
     url.password = '';
   }
+  const size = (n: number): string | number => (formatSize(n).endsWith('bytes') ? n : formatSize(n));
   return {
-    file: c.file,
-    listen: `${c.listen.host}:${c.listen.port}`,
-    tls: c.tls,
-    upstream: { ...c.upstream, url: url.origin === 'null' ? url.href : url.href.replace(/\/$/, '') },
-    auth: c.auth,
-    limits: c.limits,
-    metrics: c.metrics ? `${c.metrics.host}:${c.metrics.port}` : null,
+    listen: `${c.listen.host.includes(':') ? `[${c.listen.host}]` : c.listen.host}:${c.listen.port}`,
+    tls: c.tls ?? false,
+    upstream: {
+      url: url.origin === 'null' ? url.href : url.href.replace(/\/$/, ''),
+      ...(c.upstream.aliases.length > 0 ? { aliases: c.upstream.aliases } : {}),
+      ...(c.upstream.ca ? { ca: c.upstream.ca } : {}),
+      timeout: formatDuration(c.upstream.timeoutMs),
+      maxSockets: c.upstream.maxSockets,
+    },
+    auth: {
+      htpasswd: c.auth.htpasswd,
+      realm: c.auth.realm,
+      cacheTtl: formatDuration(c.auth.cacheTtlMs),
+      cacheSize: c.auth.cacheSize,
+      maxFailures: c.auth.maxFailures,
+      failureWindow: formatDuration(c.auth.failureWindowMs),
+    },
+    limits: {
+      maxBodySize: size(c.limits.maxBodySize),
+      headersTimeout: formatDuration(c.limits.headersTimeoutMs),
+      keepAliveTimeout: formatDuration(c.limits.keepAliveTimeoutMs),
+      maxHeaderSize: size(c.limits.maxHeaderSize),
+    },
+    ...(c.metrics ? { metrics: { listen: `${c.metrics.host.includes(':') ? `[${c.metrics.host}]` : c.metrics.host}:${c.metrics.port}` } } : {}),
     log: c.log,
     workers: c.workers,
-    shutdown: c.shutdown,
+    shutdown: { gracePeriod: formatDuration(c.shutdown.gracePeriodMs) },
   };
 }

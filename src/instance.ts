@@ -15,7 +15,7 @@ import type http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Authenticator } from './auth.js';
-import { loadConfig, redactedConfig, type Config } from './config.js';
+import { loadConfig, effectiveConfig, type Config } from './config.js';
 import { Drain } from './drain.js';
 import type { Logger } from './log.js';
 import { Metrics, startProbeServer, upstreamProbe } from './metrics.js';
@@ -109,7 +109,7 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
       reloadTls();
     }
     metrics.reloads.inc({ kind: 'config', result: 'ok' });
-    logger.info({ config: redactedConfig(services.config) }, 'config reloaded');
+    logger.info({ config: effectiveConfig(services.config) }, 'config reloaded');
   };
 
   return new Promise<number>((resolve) => {

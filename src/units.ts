@@ -33,6 +33,15 @@ export function parseDuration(value: string | number): number | null {
   return Math.round(Number(m[1]) * DURATION_UNITS[m[2] ?? 's']!);
 }
 
+/** Inverse of parseDuration: 300000 -> "5m", 1500 -> "1500ms". */
+export function formatDuration(ms: number): string {
+  for (const unit of ['h', 'm', 's'] as const) {
+    const factor = DURATION_UNITS[unit]!;
+    if (ms >= factor && ms % factor === 0) return `${ms / factor}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
 /** "host:port", "[::1]:port" or ":port" -> parts. Port 0 asks the OS for a free port. */
 export function parseHostPort(value: string): { host: string; port: number } | null {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]*)):(\d{1,5})$/.exec(value.trim());

@@ -56,24 +56,25 @@ describe('check-config', () => {
     assert.match(r.stdout, /^# .*minimal\.yaml: OK \(2 users in .*htpasswd\)$/m);
     const printed = parse(r.stdout) as Record<string, unknown>;
     assert.deepEqual(printed, {
-      file: config,
       listen: '0.0.0.0:5043',
       tls: { cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), minVersion: 'TLSv1.2' },
-      upstream: { url: 'http://127.0.0.1:5000', aliases: [], ca: null, timeoutMs: 300_000, maxSockets: 128 },
+      upstream: { url: 'http://127.0.0.1:5000', timeout: '5m', maxSockets: 128 },
       auth: {
         htpasswd: join(dir, 'htpasswd'),
         realm: 'Registry Realm',
-        cacheTtlMs: 300_000,
+        cacheTtl: '5m',
         cacheSize: 1000,
         maxFailures: 10,
-        failureWindowMs: 60_000,
+        failureWindow: '1m',
       },
-      limits: { maxBodySize: 0, headersTimeoutMs: 30_000, keepAliveTimeoutMs: 75_000, maxHeaderSize: 16 * 1024 },
-      metrics: null,
+      limits: { maxBodySize: 0, headersTimeout: '30s', keepAliveTimeout: '75s', maxHeaderSize: '16K' },
       log: { level: 'info' },
       workers: 1,
-      shutdown: { gracePeriodMs: 30_000 },
+      shutdown: { gracePeriod: '30s' },
     });
+    // What it prints is itself a valid config: it can be saved and used.
+    const saved = file('effective.yaml', r.stdout);
+    assert.equal((await runCli(['check-config', saved])).code, 0);
     assert.equal(r.stderr, '');
   });
 
@@ -127,10 +128,10 @@ describe('check-config', () => {
       },
     });
     assert.equal(r.code, 0, describeRun('check-config', r));
-    const printed = parse(r.stdout) as { limits: { maxBodySize: number }; workers: number; metrics: string; auth: { realm: string } };
-    assert.equal(printed.limits.maxBodySize, 2 * 1024 ** 3);
+    const printed = parse(r.stdout) as { limits: { maxBodySize: string }; workers: number; metrics: { listen: string }; auth: { realm: string } };
+    assert.equal(printed.limits.maxBodySize, '2G');
     assert.equal(printed.workers, 3);
-    assert.equal(printed.metrics, '127.0.0.1:9099');
+    assert.equal(printed.metrics.listen, '127.0.0.1:9099');
     assert.equal(printed.auth.realm, 'Secret Realm');
   });
 

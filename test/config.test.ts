@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { configKeyPaths, envName, loadConfig, parseConfig, redactedConfig } from '../src/config.ts';
+import { configKeyPaths, envName, loadConfig, parseConfig, effectiveConfig } from '../src/config.ts';
 import { PortcullisError } from '../src/errors.ts';
 
 const MINIMAL = `tls: { cert: certs/server.crt, key: certs/server.key }
@@ -112,7 +112,28 @@ test('realm cannot break the WWW-Authenticate header', () => {
 test('loadConfig names an unreadable file; redaction hides upstream credentials', () => {
   assert.throws(() => loadConfig('/nonexistent/proxy.yaml'), (e: unknown) => e instanceof PortcullisError && e.code === 'PCL_ERR_CONFIG_IO' && /\/nonexistent\/proxy\.yaml: cannot read config/.test(e.message));
   const c = parseConfig(MINIMAL.replace('http://127.0.0.1:5000', 'https://bob:hunter2@reg.internal'), '/x/proxy.yaml');
-  const printed = JSON.stringify(redactedConfig(c));
+  const printed = JSON.stringify(effectiveConfig(c));
   assert.ok(!printed.includes('hunter2'));
   assert.ok(printed.includes('reg.internal'));
+});
+
+test('the effective config printed by check-config loads back to the same config', async () => {
+  const { stringify } = await import('yaml');
+  const original = parseConfig(
+    `listen: "[::1]:5443"
+tls: { cert: certs/server.crt, key: certs/server.key }
+upstream: { url: "https://reg.internal:5000", aliases: ["http://registry:5000"], timeout: 90s }
+auth: { htpasswd: auth/htpasswd }
+limits: { maxBodySize: 1000, headersTimeout: 1500ms }
+metrics: { listen: "127.0.0.1:9090" }
+workers: 2
+`,
+    '/etc/portcullis/proxy.yaml',
+  );
+  const text = stringify(effectiveConfig(original));
+  assert.match(text, /timeout: 90s/);
+  assert.match(text, /maxBodySize: 1000\n/);
+  assert.match(text, /headersTimeout: 1500ms/);
+  const again = parseConfig(text, '/etc/portcullis/proxy.yaml');
+  assert.deepEqual({ ...again, upstream: { ...again.upstream, url: again.upstream.url.href } }, { ...original, upstream: { ...original.upstream, url: original.upstream.url.href } });
 });

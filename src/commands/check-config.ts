@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { stringify } from 'yaml';
-import { loadConfig, redactedConfig } from '../config.js';
+import { loadConfig, effectiveConfig } from '../config.js';
 import { parseHtpasswd } from '../htpasswd.js';
 import { loadTlsMaterial } from '../tls.js';
 import type { CommandIO } from './io.js';
@@ -24,7 +24,7 @@ export async function checkConfigCommand(argv: string[], io: CommandIO): Promise
     const users = parseHtpasswd(text, config.auth.htpasswd).size;
     if (config.upstream.ca) readFileSync(config.upstream.ca);
     io.stdout.write(`# ${file}: OK (${users} user${users === 1 ? '' : 's'} in ${config.auth.htpasswd})\n`);
-    io.stdout.write(stringify(redactedConfig(config)));
+    io.stdout.write(stringify(effectiveConfig(config)));
     return 0;
   } catch (err) {
     io.stderr.write(`portcullis: ${(err as Error).message}\n`);
