@@ -14,10 +14,11 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { request, skopeoCopy, type HttpResponse, type RequestOptions } from './helpers/clients.js';
 import { buildOciImage, pseudoRandomBytes, sha256 } from './helpers/oci-image.js';
-import { describeRun, makeTempDir, run } from './helpers/proc.js';
-import { startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
-import { startRegistry, type RunningRegistry } from './helpers/registry.js';
-import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import { describeRun, makeTempDir } from './helpers/proc.js';
+import type { RunningPortcullis } from './helpers/portcullis.js';
+import type { RunningRegistry } from './helpers/registry.js';
+import { startStack, type Stack } from './helpers/stack.js';
+import type { TestCerts } from './helpers/tls.js';
 
 const USER = 'limited';
 const PASSWORD = 'small-bodies';
@@ -25,35 +26,20 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const LIMIT = MiB;
 
+let stack: Stack;
 let certs: TestCerts;
 let registry: RunningRegistry;
 let proxy: RunningPortcullis;
 
 before(async () => {
-  certs = await makeTestCerts();
-  registry = await startRegistry();
-  const dir = makeTempDir('portcullis-e2e-limits-');
-  const htpasswd = join(dir, 'htpasswd');
-  const h = await run('htpasswd', ['-Bbc', '-C', '5', htpasswd, USER, PASSWORD]);
-  assert.equal(h.code, 0, describeRun('htpasswd', h));
-  proxy = await startPortcullis({
-    listen: '127.0.0.1:0',
-    tls: { cert: certs.certFile, key: certs.keyFile },
-    upstream: { url: registry.url },
-    auth: { htpasswd, maxFailures: 1000 },
-    limits: { maxBodySize: '1M' },
-  });
+  stack = await startStack({ [USER]: PASSWORD }, { proxy: { limits: { maxBodySize: '1M' } } });
+  ({ certs, registry, proxy } = stack);
 });
 
-after(async () => {
-  await proxy?.stop();
-  await registry?.close();
-  certs?.cleanup();
-});
+after(() => stack?.close());
 
 function px(target: string, opts: RequestOptions = {}): Promise<HttpResponse> {
-  const url = target.startsWith('https://') ? target : `${proxy.url}${target}`;
-  return request(url, { ca: certs.ca, auth: { user: USER, password: PASSWORD }, ...opts });
+  return stack.request(target, opts);
 }
 
 function pathAndQuery(url: string): string {

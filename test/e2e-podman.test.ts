@@ -9,14 +9,16 @@ import { after, before, test } from 'node:test';
 import { request, skopeoCopy } from './helpers/clients.js';
 import { buildOciImage, type OciImage } from './helpers/oci-image.js';
 import { describeRun, makeTempDir, run, type RunResult } from './helpers/proc.js';
-import { startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
-import { startRegistry, type RunningRegistry } from './helpers/registry.js';
-import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import type { RunningPortcullis } from './helpers/portcullis.js';
+import type { RunningRegistry } from './helpers/registry.js';
+import { startStack, type Stack } from './helpers/stack.js';
+import type { TestCerts } from './helpers/tls.js';
 
 const USER = 'podder';
 const PASSWORD = 'pod:man:pass';
 const MiB = 1024 * 1024;
 
+let stack: Stack;
 let certs: TestCerts;
 let registry: RunningRegistry;
 let proxy: RunningPortcullis;
@@ -25,20 +27,10 @@ let storage: string;
 let authFile: string;
 
 before(async () => {
-  certs = await makeTestCerts();
-  registry = await startRegistry();
-  const dir = makeTempDir('portcullis-e2e-podman-');
-  const htpasswd = join(dir, 'htpasswd');
-  const h = await run('htpasswd', ['-Bbc', '-C', '5', htpasswd, USER, PASSWORD]);
-  assert.equal(h.code, 0, describeRun('htpasswd', h));
-  proxy = await startPortcullis({
-    listen: '127.0.0.1:0',
-    tls: { cert: certs.certFile, key: certs.keyFile },
-    upstream: { url: registry.url },
-    auth: { htpasswd, maxFailures: 1000 },
-  });
+  stack = await startStack({ [USER]: PASSWORD });
+  ({ certs, registry, proxy } = stack);
   storage = makeTempDir('portcullis-e2e-podman-storage-');
-  authFile = join(dir, 'auth.json');
+  authFile = join(storage, 'auth.json');
   // The image podman will pull: put there by skopeo through the proxy.
   image = await buildOciImage(makeTempDir('portcullis-e2e-podman-img-'), { layers: 2, layerSize: 2 * MiB, tag: 'v1', seed: 'e2e-podman' });
   const push = await skopeoCopy(image.ref, `docker://${proxy.hostPort}/e2e/podman:v1`, { dest: { certDir: certs.caDir, creds: `${USER}:${PASSWORD}` } });
@@ -47,9 +39,7 @@ before(async () => {
 
 after(async () => {
   await run('podman', [...storageArgs(), 'system', 'reset', '--force'], { timeoutMs: 60_000 }).catch(() => undefined);
-  await proxy?.stop();
-  await registry?.close();
-  certs?.cleanup();
+  await stack?.close();
 });
 
 function storageArgs(): string[] {

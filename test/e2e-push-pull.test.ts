@@ -4,20 +4,21 @@
  * Every digest that comes back is re-hashed from the bytes on disk.
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { request, skopeoCopy, skopeoInspect } from './helpers/clients.js';
 import { buildOciImage, readOciImage, sha256, type OciImage } from './helpers/oci-image.js';
-import { describeRun, makeTempDir, run } from './helpers/proc.js';
-import { startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
-import { startRegistry, type RunningRegistry } from './helpers/registry.js';
-import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import { describeRun, makeTempDir } from './helpers/proc.js';
+import type { RunningPortcullis } from './helpers/portcullis.js';
+import type { RunningRegistry } from './helpers/registry.js';
+import { startStack, type Stack } from './helpers/stack.js';
+import type { TestCerts } from './helpers/tls.js';
 
 const USER = 'pusher';
 const PASSWORD = 'push:pull:secret';
 const CREDS = `${USER}:${PASSWORD}`;
 const MiB = 1024 * 1024;
 
+let stack: Stack;
 let certs: TestCerts;
 let registry: RunningRegistry;
 let proxy: RunningPortcullis;
@@ -25,27 +26,13 @@ let image: OciImage;
 let ref: string;
 
 before(async () => {
-  certs = await makeTestCerts();
-  registry = await startRegistry();
-  const dir = makeTempDir('portcullis-e2e-push-');
-  const htpasswd = join(dir, 'htpasswd');
-  const h = await run('htpasswd', ['-Bbc', '-C', '5', htpasswd, USER, PASSWORD]);
-  assert.equal(h.code, 0, describeRun('htpasswd', h));
-  proxy = await startPortcullis({
-    listen: '127.0.0.1:0',
-    tls: { cert: certs.certFile, key: certs.keyFile },
-    upstream: { url: registry.url },
-    auth: { htpasswd, maxFailures: 1000 },
-  });
+  stack = await startStack({ [USER]: PASSWORD });
+  ({ certs, registry, proxy } = stack);
   image = await buildOciImage(makeTempDir('portcullis-e2e-img-'), { layers: 4, layerSize: 3 * MiB, tag: 'v1', seed: 'e2e-push-pull' });
   ref = `docker://${proxy.hostPort}/e2e/app:v1`;
 });
 
-after(async () => {
-  await proxy?.stop();
-  await registry?.close();
-  certs?.cleanup();
-});
+after(() => stack?.close());
 
 test('skopeo pushes a 4-layer image through the proxy, verifying its certificate with the CA alone', async () => {
   const push = await skopeoCopy(image.ref, ref, { dest: { certDir: certs.caDir, creds: CREDS } });

@@ -12,10 +12,11 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { basicAuth, request, skopeoCopy, type HttpResponse, type RequestOptions } from './helpers/clients.js';
 import { buildOciImage, pseudoRandomBytes, readOciImage, sha256 } from './helpers/oci-image.js';
-import { describeRun, makeTempDir, run, sleep } from './helpers/proc.js';
-import { startPortcullis, type LogLine, type RunningPortcullis } from './helpers/portcullis.js';
-import { startRegistry, type RunningRegistry } from './helpers/registry.js';
-import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import { describeRun, makeTempDir, sleep } from './helpers/proc.js';
+import type { LogLine, RunningPortcullis } from './helpers/portcullis.js';
+import type { RunningRegistry } from './helpers/registry.js';
+import { startStack, type Stack } from './helpers/stack.js';
+import type { TestCerts } from './helpers/tls.js';
 
 const USER = 'resilient';
 const PASSWORD = 'still:standing';
@@ -23,34 +24,20 @@ const CREDS = `${USER}:${PASSWORD}`;
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
+let stack: Stack;
 let certs: TestCerts;
 let registry: RunningRegistry;
 let proxy: RunningPortcullis;
 
 before(async () => {
-  certs = await makeTestCerts();
-  registry = await startRegistry();
-  const dir = makeTempDir('portcullis-e2e-resilience-');
-  const htpasswd = join(dir, 'htpasswd');
-  const h = await run('htpasswd', ['-Bbc', '-C', '5', htpasswd, USER, PASSWORD]);
-  assert.equal(h.code, 0, describeRun('htpasswd', h));
-  proxy = await startPortcullis({
-    listen: '127.0.0.1:0',
-    tls: { cert: certs.certFile, key: certs.keyFile },
-    upstream: { url: registry.url },
-    auth: { htpasswd, maxFailures: 1000 },
-  });
+  stack = await startStack({ [USER]: PASSWORD });
+  ({ certs, registry, proxy } = stack);
 });
 
-after(async () => {
-  await proxy?.stop();
-  await registry?.close();
-  certs?.cleanup();
-});
+after(() => stack?.close());
 
 function px(target: string, opts: RequestOptions = {}): Promise<HttpResponse> {
-  const url = target.startsWith('https://') ? target : `${proxy.url}${target}`;
-  return request(url, { ca: certs.ca, auth: { user: USER, password: PASSWORD }, ...opts });
+  return stack.request(target, opts);
 }
 
 function withDigest(location: string, digest: string): string {

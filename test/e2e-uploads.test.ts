@@ -4,49 +4,33 @@
  * tag and digest, tags/list and _catalog. Every Location the proxy hands back is followed as-is.
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chunkedBody, request, type HttpResponse, type RequestOptions } from './helpers/clients.js';
 import { pseudoRandomBytes, sha256 } from './helpers/oci-image.js';
-import { describeRun, makeTempDir, run } from './helpers/proc.js';
-import { startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
-import { startRegistry, type RunningRegistry } from './helpers/registry.js';
-import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import type { RunningPortcullis } from './helpers/portcullis.js';
+import type { RunningRegistry } from './helpers/registry.js';
+import { startStack, type Stack } from './helpers/stack.js';
+import type { TestCerts } from './helpers/tls.js';
 
 const USER = 'uploader';
 const PASSWORD = 'up-load';
 const MiB = 1024 * 1024;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
+let stack: Stack;
 let certs: TestCerts;
 let registry: RunningRegistry;
 let proxy: RunningPortcullis;
 
 before(async () => {
-  certs = await makeTestCerts();
-  registry = await startRegistry();
-  const dir = makeTempDir('portcullis-e2e-uploads-');
-  const htpasswd = join(dir, 'htpasswd');
-  const h = await run('htpasswd', ['-Bbc', '-C', '5', htpasswd, USER, PASSWORD]);
-  assert.equal(h.code, 0, describeRun('htpasswd', h));
-  proxy = await startPortcullis({
-    listen: '127.0.0.1:0',
-    tls: { cert: certs.certFile, key: certs.keyFile },
-    upstream: { url: registry.url },
-    auth: { htpasswd, maxFailures: 1000 },
-  });
+  stack = await startStack({ [USER]: PASSWORD });
+  ({ certs, registry, proxy } = stack);
 });
 
-after(async () => {
-  await proxy?.stop();
-  await registry?.close();
-  certs?.cleanup();
-});
+after(() => stack?.close());
 
-/** An authenticated request to the proxy, trusting only the test CA. `target` is a path or an absolute URL. */
 function px(target: string, opts: RequestOptions = {}): Promise<HttpResponse> {
-  const url = target.startsWith('https://') ? target : `${proxy.url}${target}`;
-  return request(url, { ca: certs.ca, auth: { user: USER, password: PASSWORD }, ...opts });
+  return stack.request(target, opts);
 }
 
 /** Location of an answer, checked to point back at the proxy the client used. */

@@ -1,0 +1,66 @@
+/**
+ * The end-to-end set-up most suites share: test certificates, a real registry, an htpasswd file written
+ * by Apache's own tool, and the built proxy in front, plus an authenticated request function.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { request, type HttpResponse, type RequestOptions } from './clients.js';
+import { describeRun, makeTempDir, run } from './proc.js';
+import { startPortcullis, type RunningPortcullis } from './portcullis.js';
+import { startRegistry, type RegistryOptions, type RunningRegistry } from './registry.js';
+import { makeTestCerts, type TestCerts } from './tls.js';
+
+export interface Stack {
+  certs: TestCerts;
+  registry: RunningRegistry;
+  proxy: RunningPortcullis;
+  htpasswd: string;
+  /** A request to the proxy (a path, or an absolute URL such as a Location), trusting only the test CA and
+   * authenticated as the first user. */
+  request(target: string, opts?: RequestOptions): Promise<HttpResponse>;
+  close(): Promise<void>;
+}
+
+/** An htpasswd file made by `htpasswd -B` (cost 5 keeps the suite fast), as operators make them. */
+export async function writeHtpasswd(dir: string, users: Record<string, string>): Promise<string> {
+  const file = join(dir, 'htpasswd');
+  let first = true;
+  for (const [user, password] of Object.entries(users)) {
+    const r = await run('htpasswd', [first ? '-Bbc' : '-Bb', '-C', '5', file, user, password]);
+    assert.equal(r.code, 0, describeRun('htpasswd', r));
+    first = false;
+  }
+  return file;
+}
+
+export async function startStack(
+  users: Record<string, string>,
+  opts: { proxy?: Record<string, unknown>; registry?: RegistryOptions } = {},
+): Promise<Stack> {
+  const certs = await makeTestCerts();
+  const registry = await startRegistry(opts.registry);
+  const htpasswd = await writeHtpasswd(makeTempDir('portcullis-e2e-'), users);
+  const extra = opts.proxy ?? {};
+  const proxy = await startPortcullis({
+    listen: '127.0.0.1:0',
+    tls: { cert: certs.certFile, key: certs.keyFile },
+    upstream: { url: registry.url },
+    ...extra,
+    // Every test connects from 127.0.0.1: keep the brute-force throttle out of the way unless asked.
+    auth: { htpasswd, maxFailures: 1000, ...((extra['auth'] as object | undefined) ?? {}) },
+  });
+  const [user, password] = Object.entries(users)[0]!;
+  return {
+    certs,
+    registry,
+    proxy,
+    htpasswd,
+    request: (target, o = {}) =>
+      request(target.startsWith('https://') ? target : `${proxy.url}${target}`, { ca: certs.ca, auth: { user, password }, ...o }),
+    close: async () => {
+      await proxy.stop();
+      await registry.close();
+      certs.cleanup();
+    },
+  };
+}
