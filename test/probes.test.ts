@@ -10,9 +10,11 @@ import bcrypt from 'bcryptjs';
 import { request } from './helpers/clients.js';
 import { sha256 } from './helpers/oci-image.js';
 import { startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
-import { run, sleep } from './helpers/proc.js';
+import { run } from './helpers/proc.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import { eventually } from './helpers/wait.js';
+import { metricSum, samples } from './helpers/prometheus.js';
 
 const T = { timeout: 60_000 };
 // Names that must never show up in metrics (they belong in the access log only).
@@ -23,46 +25,9 @@ const REPO = 'secretteam-x4/hidden-app-k9';
 
 // ------------------------------------------------------------------------------------------ local helpers
 
-async function eventually<V>(what: string, fn: () => Promise<V | null | undefined | false>, timeoutMs = 15_000): Promise<V> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-      last = v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (last: ${String(last)})`);
-    await sleep(100);
-  }
-}
 
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
 
-function samples(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
-    out.push({ name: m[1]!, labels, value: Number(m[3]) });
-  }
-  return out;
-}
 
-/** Sum of the samples of `name` whose labels include `labels`. */
-function value(text: string, name: string, labels: Record<string, string> = {}): number {
-  return samples(text)
-    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-    .reduce((a, s) => a + s.value, 0);
-}
 
 // ------------------------------------------------------------------------------------------------ setup
 
@@ -181,19 +146,19 @@ describe('/metrics', () => {
 
     const text = await eventually('the counts arrive', async () => {
       const t = await metricsText();
-      return value(t, 'portcullis_upstream_errors_total', { kind: 'unavailable' }) > value(before, 'portcullis_upstream_errors_total', { kind: 'unavailable' })
+      return metricSum(t, 'portcullis_upstream_errors_total', { kind: 'unavailable' }) > metricSum(before, 'portcullis_upstream_errors_total', { kind: 'unavailable' })
         ? t
         : null;
     });
 
-    const delta = (name: string, labels: Record<string, string> = {}): number => value(text, name, labels) - value(before, name, labels);
+    const delta = (name: string, labels: Record<string, string> = {}): number => metricSum(text, name, labels) - metricSum(before, name, labels);
     // Every request above, answered by the proxy or the registry (the ping 401 included).
     assert.ok(delta('portcullis_requests_total') >= 7, `requests_total grew by ${delta('portcullis_requests_total')}`);
     assert.equal(delta('portcullis_requests_total', { method: 'PUT', operation: 'upload', status_class: '2xx' }), 1);
     assert.equal(delta('portcullis_requests_total', { method: 'GET', operation: 'blob', status_class: '2xx' }), 1);
     assert.equal(delta('portcullis_requests_total', { status_class: '5xx' }), 1);
     assert.ok(delta('portcullis_request_duration_seconds_count') >= 7);
-    assert.ok(value(text, 'portcullis_request_duration_seconds_bucket', { le: '+Inf' }) >= 7);
+    assert.ok(metricSum(text, 'portcullis_request_duration_seconds_bucket', { le: '+Inf' }) >= 7);
     assert.ok(delta('portcullis_request_duration_seconds_sum') > 0);
     assert.ok(delta('portcullis_bytes_total', { direction: 'in' }) >= blob.length);
     assert.ok(delta('portcullis_bytes_total', { direction: 'out' }) >= blob.length);
@@ -203,13 +168,13 @@ describe('/metrics', () => {
     assert.equal(delta('portcullis_upstream_errors_total', { kind: 'unavailable' }), 1);
     assert.equal(delta('portcullis_tls_handshake_errors_total'), 2, 'both refused handshakes are counted');
     assert.match(text, /^# TYPE portcullis_requests_in_flight gauge$/m);
-    assert.equal(value(text, 'portcullis_requests_in_flight'), 0, 'nothing in flight now');
+    assert.equal(metricSum(text, 'portcullis_requests_in_flight'), 0, 'nothing in flight now');
     assert.match(text, /^# TYPE portcullis_config_reloads_total counter$/m);
     assert.match(text, /^# TYPE portcullis_upstream_response_seconds histogram$/m);
     assert.match(text, /^# TYPE portcullis_client_aborts_total counter$/m);
     // Node's process metrics, with the same prefix.
-    assert.ok(value(text, 'portcullis_process_cpu_user_seconds_total') > 0);
-    assert.ok(value(text, 'portcullis_process_resident_memory_bytes') > 0);
+    assert.ok(metricSum(text, 'portcullis_process_cpu_user_seconds_total') > 0);
+    assert.ok(metricSum(text, 'portcullis_process_resident_memory_bytes') > 0);
     assert.match(text, /^portcullis_nodejs_heap_size_used_bytes \d/m);
 
     // Labels stay low-cardinality: no user, no repository, no path.

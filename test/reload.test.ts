@@ -16,11 +16,13 @@ import { after, before, describe, test } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { stringify } from 'yaml';
 import { request } from './helpers/clients.js';
-import { startPortcullis, type LogLine, type RunningPortcullis } from './helpers/portcullis.js';
+import { startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
 import { sha256 } from './helpers/oci-image.js';
 import { sleep } from './helpers/proc.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { makeTestCerts, signCert, type TestCerts } from './helpers/tls.js';
+import { eventually, waitForNewLog } from './helpers/wait.js';
+import { metric } from './helpers/prometheus.js';
 
 const T = { timeout: 60_000 };
 
@@ -30,39 +32,8 @@ function htpasswdLine(user: string, password: string): string {
   return `${user}:${bcrypt.hashSync(password, 4).replace(/^\$2b\$/, '$2y$')}`;
 }
 
-/** Poll `fn` until it returns something truthy; fail with `what` and the last value after `timeoutMs`. */
-async function eventually<V>(what: string, fn: () => Promise<V | null | undefined | false>, timeoutMs = 15_000): Promise<V> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-      last = v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (last: ${String(last)})`);
-    await sleep(100);
-  }
-}
 
-/** A log line matching `test` among those logged after the first `from` lines. */
-function waitForNewLog(p: RunningPortcullis, from: number, what: string, test: (l: LogLine) => boolean): Promise<LogLine> {
-  return eventually(`log line: ${what}\n--- proxy output ---\n${p.output()}`, async () => p.logs().slice(from).find(test));
-}
 
-/** Value of one Prometheus sample (0 when absent): `name` with exactly these labels. */
-function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const got: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"/g)) got[l[1]!] = l[2]!;
-    if (Object.keys(got).length === Object.keys(labels).length && Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
-  }
-  return 0;
-}
 
 async function metricsText(p: RunningPortcullis): Promise<string> {
   const r = await request(`${p.metricsUrl!}/metrics`);

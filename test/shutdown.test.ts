@@ -16,10 +16,10 @@ import { after, before, describe, test } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { basicAuth, request } from './helpers/clients.js';
 import { sha256 } from './helpers/oci-image.js';
-import { startPortcullis, type LogLine, type RunningPortcullis } from './helpers/portcullis.js';
-import { sleep } from './helpers/proc.js';
+import { startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import { eventually, waitForNewLog } from './helpers/wait.js';
 
 const T = { timeout: 90_000 };
 const USER = { user: 'alice', password: 'alice-pw' };
@@ -27,25 +27,7 @@ const BLOB_SIZE = 8 * 1024 * 1024;
 
 // ------------------------------------------------------------------------------------------ local helpers
 
-async function eventually<V>(what: string, fn: () => Promise<V | null | undefined | false>, timeoutMs = 15_000): Promise<V> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-      last = v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (last: ${String(last)})`);
-    await sleep(100);
-  }
-}
 
-function waitForNewLog(p: RunningPortcullis, from: number, what: string, test: (l: LogLine) => boolean): Promise<LogLine> {
-  return eventually(`log line: ${what}\n--- proxy output ---\n${p.output()}`, async () => p.logs().slice(from).find(test));
-}
 
 /** Resolves with the exit status, or rejects after `timeoutMs` (the process is then left to after()). */
 function exitWithin(p: RunningPortcullis, timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {

@@ -9,9 +9,10 @@ import bcrypt from 'bcryptjs';
 import { stringify } from 'yaml';
 import { request } from './helpers/clients.js';
 import { startPortcullis, type LogLine, type RunningPortcullis } from './helpers/portcullis.js';
-import { sleep } from './helpers/proc.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import { eventually } from './helpers/wait.js';
+import { metricSum } from './helpers/prometheus.js';
 
 const T = { timeout: 90_000 };
 const USER = { user: 'alice', password: 'alice-pw' };
@@ -19,31 +20,7 @@ const HTPASSWD = `alice:${bcrypt.hashSync(USER.password, 4).replace(/^\$2b\$/, '
 
 // ------------------------------------------------------------------------------------------ local helpers
 
-async function eventually<V>(what: string, fn: () => Promise<V | null | undefined | false>, timeoutMs = 15_000): Promise<V> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-      last = v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (last: ${String(last)})`);
-    await sleep(100);
-  }
-}
 
-/** Sum of every sample of `name` (all label sets). */
-function metricSum(text: string, name: string): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{.*\})? (\S+)$/.exec(line);
-    if (m && m[1] === name) sum += Number(m[2]);
-  }
-  return sum;
-}
 
 function alive(pid: number): boolean {
   try {
