@@ -6,9 +6,9 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { basicAuth, dockerLogin, request, type HttpResponse } from './helpers/clients.js';
+import { basicAuth, dockerLogin, errorCodes, request, type HttpResponse } from './helpers/clients.js';
 import { describeRun, makeTempDir, run } from './helpers/proc.js';
-import { runCli, startPortcullis, type LogLine, type RunningPortcullis } from './helpers/portcullis.js';
+import { accessLines, runCli, startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { makeTestCerts, type TestCerts } from './helpers/tls.js';
 
@@ -57,16 +57,6 @@ function get(path: string, headers: Record<string, string> = {}): Promise<HttpRe
   return request(`${proxy.url}${path}`, { ca: certs.ca, headers });
 }
 
-function errorCodes(r: HttpResponse): string[] {
-  const body = r.json() as { errors?: Array<{ code?: unknown }> };
-  assert.ok(Array.isArray(body.errors), `not registry error JSON: ${r.text()}`);
-  return body.errors.map((e) => String(e.code));
-}
-
-function accessLines(pred: (l: LogLine) => boolean): LogLine[] {
-  return proxy.logs().filter((l) => l['msg'] === 'request' && pred(l));
-}
-
 async function expectProxyAlive(): Promise<void> {
   assert.equal(proxy.proc.exitCode, null, `proxy exited\n${proxy.output()}`);
   const ok = await get('/v2/', { authorization: basicAuth(ALICE.user, ALICE.password) });
@@ -88,7 +78,7 @@ describe('docker login through the proxy', () => {
   });
 
   test('wrong password: non-zero exit, nothing stored, the proxy answered 401', async () => {
-    const seen = new Set(accessLines(() => true).map((l) => l['reqId']));
+    const seen = new Set(accessLines(proxy, () => true).map((l) => l['reqId']));
     const r = await dockerLogin(proxy.hostPort, ALICE.user, 'not the password', { caFile: certs.caFile });
     try {
       assert.notEqual(r.code, 0, describeRun('docker login (wrong password)', r));
@@ -188,6 +178,6 @@ describe('GET /v2/ through the proxy', () => {
     const onBlob = await get('/v2/demo/app/blobs/sha256:' + '0'.repeat(64), { authorization: 'Basic %%%' });
     assert.ok(onBlob.status === 400 || onBlob.status === 401, `${onBlob.status} ${onBlob.text()}`);
     await expectProxyAlive();
-    assert.equal(accessLines((l) => typeof l['status'] === 'number' && (l['status'] as number) >= 500).length, 0, proxy.output());
+    assert.equal(accessLines(proxy, (l) => typeof l['status'] === 'number' && (l['status'] as number) >= 500).length, 0, proxy.output());
   });
 });

@@ -10,10 +10,10 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'n
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { basicAuth, request, skopeoCopy, type HttpResponse, type RequestOptions } from './helpers/clients.js';
+import { basicAuth, errorCodes, request, skopeoCopy, type HttpResponse, type RequestOptions } from './helpers/clients.js';
 import { buildOciImage, pseudoRandomBytes, readOciImage, sha256 } from './helpers/oci-image.js';
 import { describeRun, makeTempDir, sleep } from './helpers/proc.js';
-import type { LogLine, RunningPortcullis } from './helpers/portcullis.js';
+import { accessLines, type RunningPortcullis } from './helpers/portcullis.js';
 import type { RunningRegistry } from './helpers/registry.js';
 import { startStack, type Stack } from './helpers/stack.js';
 import type { TestCerts } from './helpers/tls.js';
@@ -42,16 +42,6 @@ function px(target: string, opts: RequestOptions = {}): Promise<HttpResponse> {
 
 function withDigest(location: string, digest: string): string {
   return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
-}
-
-function errorCodes(r: HttpResponse): string[] {
-  const body = r.json() as { errors?: Array<{ code?: unknown }> };
-  assert.ok(Array.isArray(body.errors), `not registry error JSON: ${r.text()}`);
-  return body.errors.map((e) => String(e.code));
-}
-
-function accessLines(pred: (l: LogLine) => boolean): LogLine[] {
-  return proxy.logs().filter((l) => l['msg'] === 'request' && pred(l));
 }
 
 /**
@@ -185,24 +175,24 @@ describe('clients that abort', () => {
 
     // Each aborted request has its access-log line, marked aborted.
     const abortedGets = await pollUntil(
-      () => accessLines((l) => l['method'] === 'GET' && l['operation'] === 'blob' && l['aborted'] === true).length,
+      () => accessLines(proxy, (l) => l['method'] === 'GET' && l['operation'] === 'blob' && l['aborted'] === true).length,
       (n) => n >= 30,
       5000,
     );
     assert.equal(abortedGets, 30, 'aborted downloads in the access log');
     const abortedPatches = await pollUntil(
-      () => accessLines((l) => l['method'] === 'PATCH' && l['operation'] === 'upload' && l['aborted'] === true).length,
+      () => accessLines(proxy, (l) => l['method'] === 'PATCH' && l['operation'] === 'upload' && l['aborted'] === true).length,
       (n) => n >= 10,
       5000,
     );
     assert.equal(abortedPatches, 10, 'aborted uploads in the access log');
-    for (const line of accessLines((l) => l['method'] === 'GET' && l['aborted'] === true)) {
+    for (const line of accessLines(proxy, (l) => l['method'] === 'GET' && l['aborted'] === true)) {
       assert.equal(line['user'], USER);
       assert.equal(line['status'], 200);
       assert.ok(typeof line['bytesOut'] === 'number' && line['bytesOut'] < BLOB.length, `an aborted download logged bytesOut ${String(line['bytesOut'])}`);
     }
     // Normal requests are not marked aborted.
-    assert.ok(accessLines((l) => l['method'] === 'GET' && l['status'] === 200 && l['aborted'] === false).length >= 1);
+    assert.ok(accessLines(proxy, (l) => l['method'] === 'GET' && l['status'] === 200 && l['aborted'] === false).length >= 1);
 
     // And the proxy still serves complete transfers.
     assert.equal(proxy.proc.exitCode, null, proxy.output());

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 /**
  * Thin wrappers around the real registry clients (skopeo, docker CLI) and a raw HTTP(S) request helper.
  * Every call has a timeout and returns the captured stdout/stderr instead of throwing on failure, so a test
@@ -363,4 +364,11 @@ export function chunkedBody(buf: Buffer, chunkSize = 64 * 1024): Readable {
       offset = end;
     },
   });
+}
+
+/** The `code`s of a registry error body (`{"errors":[{"code":...}]}`); fails if the body is not that shape. */
+export function errorCodes(r: HttpResponse): string[] {
+  const body = r.json() as { errors?: Array<{ code?: unknown }> };
+  assert.ok(Array.isArray(body.errors), `not registry error JSON: ${r.text()}`);
+  return body.errors.map((e) => String(e.code));
 }

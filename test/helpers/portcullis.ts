@@ -245,3 +245,8 @@ function hasMetrics(text: string): boolean {
     return false;
   }
 }
+
+/** The access-log lines (`"msg":"request"`) the proxy has written so far that match `pred`. */
+export function accessLines(proxy: RunningPortcullis, pred: (l: LogLine) => boolean = () => true): LogLine[] {
+  return proxy.logs().filter((l) => l['msg'] === 'request' && pred(l));
+}
