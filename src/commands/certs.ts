@@ -8,7 +8,7 @@
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,6 +21,7 @@ import {
   type CertificateAuthority,
 } from '../certificates.js';
 import { PortcullisError, hasErrno } from '../errors.js';
+import { writeFileAtomic } from '../files.js';
 
 export const DEFAULT_PORT = 5043;
 
@@ -188,7 +189,7 @@ async function init(args: InitArgs, io: IO): Promise<number> {
   let ca: CertificateAuthority;
   const reuseCa = caFiles.cert;
   if (reuseCa) {
-    ca = { cert: await readText(paths.caCert), key: await readText(paths.caKey) };
+    ca = { cert: await readFile(paths.caCert, 'utf8'), key: await readFile(paths.caKey, 'utf8') };
   } else {
     const suffix = randomBytes(3).toString('hex');
     ca = await createCertificateAuthority({ commonName: `Portcullis CA ${hostname().slice(0, 32)} ${suffix}`.trim() });
@@ -206,12 +207,12 @@ async function init(args: InitArgs, io: IO): Promise<number> {
 
   await mkdir(args.dir, { recursive: true });
   if (!reuseCa) {
-    await writeAtomic(paths.caKey, ca.key, 0o600);
-    await writeAtomic(paths.caCert, ca.cert, 0o644);
+    await writeFileAtomic(paths.caKey, ca.key, 0o600);
+    await writeFileAtomic(paths.caCert, ca.cert, 0o644);
   }
   // Key before certificate: a proxy that reloads when server.crt changes then finds the matching key.
-  await writeAtomic(paths.key, server.key, 0o600);
-  await writeAtomic(paths.cert, server.chain, 0o644);
+  await writeFileAtomic(paths.key, server.key, 0o600);
+  await writeFileAtomic(paths.cert, server.chain, 0o644);
 
   const caX509 = new X509Certificate(ca.cert);
   io.stdout.write(instructions(args, paths, { reuseCa, caSubject: caX509.subject, caValidTo: caX509.validTo, notAfter: server.notAfter }));
@@ -287,32 +288,6 @@ async function exists(path: string): Promise<boolean> {
     return true;
   } catch (err) {
     if (hasErrno(err, 'ENOENT')) return false;
-    throw err;
-  }
-}
-
-async function readText(path: string): Promise<string> {
-  return readFile(path, 'utf8');
-}
-
-/** Write `data` to `path` atomically with `mode` from the first byte on (no window where a key is readable). */
-async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const fh = await open(tmp, 'wx', mode);
-  try {
-    await fh.writeFile(data, 'utf8');
-    await fh.chmod(mode);
-    await fh.sync();
-  } catch (err) {
-    await fh.close();
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  await fh.close();
-  try {
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
     throw err;
   }
 }

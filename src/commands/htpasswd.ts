@@ -6,9 +6,7 @@
  * a no-echo prompt on a terminal, else the first line of stdin. Writes are atomic (temporary file in the
  * same folder, then rename), so the running proxy never reads half a file.
  */
-import { randomBytes } from 'node:crypto';
-import { open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { PortcullisError, hasErrno } from '../errors.js';
 import {
@@ -23,6 +21,7 @@ import {
   userNameProblem,
   verifyPassword,
 } from '../htpasswd.js';
+import { readIfExists, writeFileAtomic } from '../files.js';
 import type { CommandIO } from './io.js';
 
 const USAGE = `Usage: portcullis htpasswd <action> FILE [USER] [options]
@@ -207,54 +206,6 @@ function problemsOf(text: string, source: string): string[] {
     return [];
   } catch (err) {
     if (err instanceof PortcullisError) return err.message.split('\n');
-    throw err;
-  }
-}
-
-async function readIfExists(path: string): Promise<string | null> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    if (hasErrno(err, 'ENOENT')) return null;
-    throw err;
-  }
-}
-
-/**
- * Replace `path` atomically: write a temporary file beside it, flush, rename over. An existing file keeps
- * its mode (and owner, when we may set it); a new one is 0600. A symlink is followed, so a file linked from
- * elsewhere is updated where it lives and the link stays.
- */
-export async function writeFileAtomic(path: string, text: string): Promise<void> {
-  let target = path;
-  try {
-    target = await realpath(path);
-  } catch (err) {
-    if (!hasErrno(err, 'ENOENT')) throw err;
-  }
-  let mode = 0o600;
-  let owner: { uid: number; gid: number } | null = null;
-  try {
-    const st = await stat(target);
-    mode = st.mode & 0o7777;
-    owner = { uid: st.uid, gid: st.gid };
-  } catch (err) {
-    if (!hasErrno(err, 'ENOENT')) throw err;
-  }
-  const tmp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
-  const handle = await open(tmp, 'wx', 0o600); // O_EXCL: never write through someone else's file
-  try {
-    try {
-      await handle.writeFile(text, 'utf8');
-      await handle.chmod(mode); // the umask may have narrowed it
-      if (owner && process.getuid?.() === 0 && (owner.uid !== 0 || owner.gid !== 0)) await handle.chown(owner.uid, owner.gid);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(tmp, target);
-  } catch (err) {
-    await rm(tmp, { force: true });
     throw err;
   }
 }
