@@ -111,7 +111,7 @@ export function isValidHost(host: string): boolean {
 }
 
 /** The address in the form X-Forwarded-For expects: IPv4-mapped IPv6 shown as plain IPv4. */
-export function normalizeIp(address: string | undefined): string {
+export function clientIpOf(address: string | undefined): string {
   if (!address) return 'unknown';
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }

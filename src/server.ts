@@ -11,7 +11,7 @@ import type { AuthOutcome, Authenticator } from './auth.js';
 import { bodyTooLarge } from './body-limit.js';
 import type { Config } from './config.js';
 import { RegistryError } from './errors.js';
-import { clientOriginOf, normalizeIp, prepareForwardHeaders } from './headers.js';
+import { clientIpOf, clientOriginOf, prepareForwardHeaders } from './headers.js';
 import type { Logger } from './log.js';
 import { statusClass, type Metrics } from './metrics.js';
 import type { Exchange, Forwarder } from './proxy.js';
@@ -40,7 +40,7 @@ export function createRequestHandler(deps: PipelineDeps): (req: IncomingMessage,
     const started = performance.now();
     const record: AccessRecord = {
       reqId: randomUUID(),
-      clientIp: normalizeIp(req.socket.remoteAddress),
+      clientIp: clientIpOf(req.socket.remoteAddress),
       user: null,
       method: req.method ?? 'GET',
       path: '',

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingHttpHeaders } from 'node:http';
-import { clientOriginOf, isValidHost, normalizeIp, originOf, prepareForwardHeaders, rewriteLocation } from '../src/headers.ts';
+import { clientOriginOf, isValidHost, clientIpOf, originOf, prepareForwardHeaders, rewriteLocation } from '../src/headers.ts';
 
 test('client forwarding headers are dropped and set once by the proxy', () => {
   const h: IncomingHttpHeaders = {
@@ -84,6 +84,6 @@ test('client origin comes from Host as sent, with a safe fallback', () => {
   assert.equal(clientOriginOf('https', 'evil.example/path?', '127.0.0.1:5043'), 'https://127.0.0.1:5043');
   assert.ok(isValidHost('[::1]:5043'));
   assert.ok(!isValidHost('a b'));
-  assert.equal(normalizeIp('::ffff:10.0.0.1'), '10.0.0.1');
-  assert.equal(normalizeIp('::1'), '::1');
+  assert.equal(clientIpOf('::ffff:10.0.0.1'), '10.0.0.1');
+  assert.equal(clientIpOf('::1'), '::1');
 });
