@@ -10,7 +10,6 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
@@ -22,6 +21,7 @@ import {
 } from '../src/certificates.js';
 import { certsCommand } from '../src/commands/certs.js';
 import { PortcullisError } from '../src/errors.js';
+import { sink } from './helpers/sink.js';
 
 const execFileP = promisify(execFile);
 const DAY_MS = 86_400_000;
@@ -36,17 +36,6 @@ after(async () => {
 
 let dirNo = 0;
 const newDir = (): string => join(root, `d${++dirNo}`);
-
-function sink(): { stream: Writable; text: () => string } {
-  const chunks: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      chunks.push(chunk.toString());
-      cb();
-    },
-  });
-  return { stream, text: () => chunks.join('') };
-}
 
 async function certs(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = sink();

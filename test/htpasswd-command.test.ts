@@ -4,11 +4,12 @@ import { chmod, lstat, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile 
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, Readable, Writable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { htpasswdCommand } from '../src/commands/htpasswd.js';
 import { parseHtpasswd, verifyPassword } from '../src/htpasswd.js';
+import { sink } from './helpers/sink.js';
 
 let dir: string;
 before(async () => {
@@ -20,17 +21,6 @@ after(async () => {
 
 let fileNo = 0;
 const newPath = (): string => join(dir, `htpasswd-${++fileNo}`);
-
-function sink(): { stream: Writable; text: () => string } {
-  const chunks: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      chunks.push(chunk.toString());
-      cb();
-    },
-  });
-  return { stream, text: () => chunks.join('') };
-}
 
 interface Run {
   code: number;
