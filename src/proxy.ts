@@ -34,6 +34,8 @@ export interface ForwarderOptions {
 /** What happened to one exchange, for the access log and metrics. */
 export interface Exchange {
   upstreamStatus: number | null;
+  /** Milliseconds from forwarding until the registry's response headers arrived; null if they never did. */
+  upstreamMs: number | null;
   bytesIn: number;
   bytesOut: number;
   /** The client went away before the response was complete. */
@@ -45,6 +47,7 @@ export interface Exchange {
 interface State {
   exchange: Exchange;
   clientOrigin: string;
+  started: number;
   proxyReq: http.ClientRequest | null;
   limiter: BodyLimit | null;
   /** The proxy has already answered (or cut) this exchange; later upstream errors are noise. */
@@ -83,8 +86,8 @@ export class Forwarder {
    * `clientOrigin` is where Locations pointing at the registry are sent instead.
    */
   forward(req: IncomingMessage, res: ServerResponse, clientOrigin: string): Promise<Exchange> {
-    const exchange: Exchange = { upstreamStatus: null, bytesIn: 0, bytesOut: 0, aborted: false, error: null };
-    const state: State = { exchange, clientOrigin, proxyReq: null, limiter: null, settled: false };
+    const exchange: Exchange = { upstreamStatus: null, upstreamMs: null, bytesIn: 0, bytesOut: 0, aborted: false, error: null };
+    const state: State = { exchange, clientOrigin, started: performance.now(), proxyReq: null, limiter: null, settled: false };
     this.#states.set(req, state);
 
     return new Promise<Exchange>((resolve) => {
@@ -136,6 +139,7 @@ export class Forwarder {
     const state = this.#states.get(req);
     if (!state) return;
     state.exchange.upstreamStatus = proxyRes.statusCode ?? null;
+    state.exchange.upstreamMs = performance.now() - state.started;
     const headers = proxyRes.headers;
     if (typeof headers.location === 'string') {
       headers.location = rewriteLocation(headers.location, this.#options.internalOrigins, state.clientOrigin);

@@ -142,8 +142,9 @@ async function handle(
   if (/100-continue/i.test(String(req.headers.expect ?? ''))) res.writeContinue();
 
   const proto = config.tls ? 'https' : 'http';
-  const clientOrigin = clientOriginOf(proto, req.headers.host, `${config.listen.host}:${config.listen.port}`);
-  prepareForwardHeaders(req.headers, { clientIp: record.clientIp, proto, host: req.headers.host ?? clientOrigin.slice(proto.length + 3) });
+  const listenHost = `${config.listen.host}:${config.listen.port}`;
+  const clientOrigin = clientOriginOf(proto, req.headers.host, listenHost);
+  prepareForwardHeaders(req.headers, { clientIp: record.clientIp, proto, host: req.headers.host ?? listenHost });
   outcome.forwarding = true;
   outcome.exchange = await forwarder.forward(req, res, clientOrigin);
 }
@@ -158,6 +159,7 @@ function finish(deps: PipelineDeps, record: AccessRecord, outcome: Outcome, res:
     record.bytesIn = ex.bytesIn;
     record.bytesOut = ex.bytesOut;
     record.upstreamStatus = ex.upstreamStatus;
+    if (ex.upstreamMs !== null) metrics.upstreamLatency.observe({ operation: record.operation }, ex.upstreamMs / 1000);
     record.error = ex.error ?? record.error;
   } else {
     record.bytesOut = Number(res.getHeader('content-length') ?? 0);

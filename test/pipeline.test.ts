@@ -185,6 +185,8 @@ test('metrics count requests by operation and status class, and auth outcomes', 
   assert.match(text, /portcullis_requests_total\{method="GET",operation="manifest",status_class="2xx"\} \d+/);
   assert.match(text, /portcullis_auth_total\{outcome="failed"\} \d+/);
   assert.match(text, /portcullis_auth_total\{outcome="(ok|cached)"\} \d+/);
+  const upstreamCount = /portcullis_upstream_response_seconds_count\{operation="manifest"\} (\d+)/.exec(text);
+  assert.ok(upstreamCount && Number(upstreamCount[1]) >= 1, 'time to upstream headers is observed');
   assert.doesNotMatch(text, /alice|team\/app/, 'no user or repository labels');
 });
 
