@@ -30,5 +30,5 @@ EXPOSE 5043
 # The slim image has no curl: ask node itself.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9090/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-ENTRYPOINT ["node", "/app/dist/cli.js"]
+ENTRYPOINT ["node", "/app/dist/cli/main.js"]
 CMD ["serve", "--config", "/etc/portcullis/proxy.yaml"]

@@ -19,12 +19,12 @@ npm run --silent build
 host=$(hostname)
 port=$(node -e 'const h=require("yaml").parse(require("fs").readFileSync("proxy.yaml","utf8")).listen;console.log(h.split(":").pop())')
 if [ ! -f certs/server.crt ]; then
-  node dist/cli.js certs init --dir certs --host localhost --host "$host" --ip 127.0.0.1 --port "$port" >/dev/null
+  node dist/cli/main.js certs init --dir certs --host localhost --host "$host" --ip 127.0.0.1 --port "$port" >/dev/null
 fi
 mkdir -p auth .dev/registry-data
 if [ ! -f auth/htpasswd ]; then
   pw=$(node -e 'console.log(require("crypto").randomBytes(18).toString("base64url"))')
-  printf '%s\n' "$pw" | node dist/cli.js htpasswd add auth/htpasswd admin --password-stdin >/dev/null
+  printf '%s\n' "$pw" | node dist/cli/main.js htpasswd add auth/htpasswd admin --password-stdin >/dev/null
   (umask 077; printf '%s\n' "$pw" > auth/admin.password)
 fi
 [ -f .dev/http-secret ] || (umask 077; node -e 'console.log(require("crypto").randomBytes(32).toString("hex"))' > .dev/http-secret)
@@ -59,4 +59,4 @@ cat <<MSG
   Then: docker tag IMAGE localhost:$port/NAME:TAG && docker push localhost:$port/NAME:TAG
 
 MSG
-PORTCULLIS_UPSTREAM_URL="http://127.0.0.1:$reg_port" node dist/cli.js serve --config proxy.yaml
+PORTCULLIS_UPSTREAM_URL="http://127.0.0.1:$reg_port" node dist/cli/main.js serve --config proxy.yaml

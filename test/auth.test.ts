@@ -5,10 +5,10 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
-import { Authenticator, type AuthenticatorOptions } from '../src/auth.js';
-import { BcryptPool } from '../src/bcrypt-pool.js';
+import { Authenticator, type AuthenticatorOptions } from '../src/auth/authenticator.js';
+import { BcryptPool } from '../src/auth/bcrypt-pool.js';
 import { PortcullisError, RegistryError } from '../src/errors.js';
-import { createLogger } from '../src/log.js';
+import { createLogger } from '../src/ops/log.js';
 
 const COST = 4;
 const hash = (password: string): string => `$2y$${bcrypt.hashSync(password, COST).slice(4)}`;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { MAX_AUTHORIZATION_LENGTH, parseBasicAuthorization } from '../src/basic-auth.js';
+import { MAX_AUTHORIZATION_LENGTH, parseBasicAuthorization } from '../src/auth/basic.js';
 
 const b64 = (s: string | Buffer): string => Buffer.from(s).toString('base64');
 

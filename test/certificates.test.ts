@@ -18,8 +18,8 @@ import {
   createCertificateAuthority,
   createServerCertificate,
   normalizeIp,
-} from '../src/certificates.js';
-import { certsCommand } from '../src/commands/certs.js';
+} from '../src/tls/ca.js';
+import { certsCommand } from '../src/cli/commands/certs.js';
 import { PortcullisError } from '../src/errors.js';
 import { sink } from './helpers/sink.js';
 

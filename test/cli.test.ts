@@ -1,5 +1,5 @@
 /**
- * The command line, run as an operator does (`node dist/cli.js ...`): check-config (effective config with
+ * The command line, run as an operator does (`node dist/cli/main.js ...`): check-config (effective config with
  * defaults and environment overrides; errors naming file, line and key), serve refusing a bad config,
  * the plain-HTTP warning, --help and unknown commands.
  */

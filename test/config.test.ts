@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { configKeyPaths, envName, loadConfig, parseConfig, effectiveConfig } from '../src/config.ts';
+import { effectiveConfig } from '../src/config/effective.ts';
+import { configKeyPaths, envName, loadConfig, parseConfig } from '../src/config/load.ts';
 import { PortcullisError } from '../src/errors.ts';
 
 const MINIMAL = `tls: { cert: certs/server.crt, key: certs/server.key }

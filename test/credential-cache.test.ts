@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CredentialCache } from '../src/credential-cache.js';
+import { CredentialCache } from '../src/auth/credential-cache.js';
 
 function clock(start = 1000): { now: () => number; advance: (ms: number) => void } {
   let t = start;

@@ -14,7 +14,7 @@ import { basename, dirname, join, posix, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
-import { configKeyPaths, envName, parseConfig } from '../src/config.js';
+import { configKeyPaths, envName, parseConfig } from '../src/config/load.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const read = (p: string): string => readFileSync(join(repo, p), 'utf8');
@@ -430,11 +430,11 @@ describe('Dockerfile', () => {
 
   it('exposes 5043 and runs the CLI with the mounted config', () => {
     assert.ok(finalStage.some((x) => x.op === 'EXPOSE' && x.args.split(/\s+/).includes('5043')));
-    assert.deepEqual(json(finalStage.find((x) => x.op === 'ENTRYPOINT')), ['node', '/app/dist/cli.js']);
+    assert.deepEqual(json(finalStage.find((x) => x.op === 'ENTRYPOINT')), ['node', '/app/dist/cli/main.js']);
     assert.deepEqual(json(finalStage.find((x) => x.op === 'CMD')), ['serve', '--config', '/etc/portcullis/proxy.yaml']);
     const pkg = JSON.parse(read('package.json')) as { bin: Record<string, string> };
     const workdir = finalStage.find((x) => x.op === 'WORKDIR')?.args;
-    assert.equal(posix.join(workdir ?? '/', pkg.bin.portcullis!), '/app/dist/cli.js', 'ENTRYPOINT is the package bin');
+    assert.equal(posix.join(workdir ?? '/', pkg.bin.portcullis!), '/app/dist/cli/main.js', 'ENTRYPOINT is the package bin');
   });
 
   describe('HEALTHCHECK', () => {

@@ -1,5 +1,5 @@
 /**
- * End to end: logging in through the built proxy (`dist/cli.js serve`) in front of a real registry.
+ * End to end: logging in through the built proxy (`dist/cli/main.js serve`) in front of a real registry.
  * The real `docker login` (daemonless), htpasswd files written by Apache's `htpasswd` and by
  * `portcullis htpasswd add`, and raw requests for the challenge and hostile Authorization headers.
  */

@@ -6,8 +6,8 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
-import { Forwarder, type Exchange } from '../src/proxy.ts';
-import { prepareForwardHeaders } from '../src/headers.ts';
+import { Forwarder, type Exchange } from '../src/proxy/forwarder.ts';
+import { prepareForwardHeaders } from '../src/proxy/headers.ts';
 
 interface Harness {
   url: string;

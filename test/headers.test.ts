@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingHttpHeaders } from 'node:http';
-import { clientOriginOf, isValidHost, clientIpOf, originOf, prepareForwardHeaders, rewriteLocation } from '../src/headers.ts';
+import { clientOriginOf, isValidHost, clientIpOf, originOf, prepareForwardHeaders, rewriteLocation } from '../src/proxy/headers.ts';
 
 test('client forwarding headers are dropped and set once by the proxy', () => {
   const h: IncomingHttpHeaders = {

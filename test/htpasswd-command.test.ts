@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
-import { htpasswdCommand } from '../src/commands/htpasswd.js';
-import { parseHtpasswd, verifyPassword } from '../src/htpasswd.js';
+import { htpasswdCommand } from '../src/cli/commands/htpasswd.js';
+import { parseHtpasswd, verifyPassword } from '../src/auth/htpasswd.js';
 import { sink } from './helpers/sink.js';
 
 let dir: string;

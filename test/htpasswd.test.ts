@@ -14,7 +14,7 @@ import {
   serializeHtpasswd,
   setHtpasswdUser,
   verifyPassword,
-} from '../src/htpasswd.js';
+} from '../src/auth/htpasswd.js';
 
 const B = bcrypt.hashSync('secret', 4); // $2b$04$...
 const A = `$2a$${B.slice(4)}`;

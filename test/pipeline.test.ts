@@ -11,12 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import bcrypt from 'bcryptjs';
-import { Authenticator } from '../src/auth.ts';
-import { parseConfig } from '../src/config.ts';
-import { createLogger } from '../src/log.ts';
-import { Metrics } from '../src/metrics.ts';
-import { Forwarder } from '../src/proxy.ts';
-import { createRequestHandler, createServer, type Services } from '../src/server.ts';
+import { Authenticator } from '../src/auth/authenticator.ts';
+import { parseConfig } from '../src/config/load.ts';
+import { createLogger } from '../src/ops/log.ts';
+import { Metrics } from '../src/ops/metrics.ts';
+import { Forwarder } from '../src/proxy/forwarder.ts';
+import { createRequestHandler, type Services } from '../src/http/pipeline.ts';
+import { createServer } from '../src/http/server.ts';
 
 const PASSWORD = 'pa:ss:word'; // colons are legal in passwords: split on the first one only
 const logLines: Array<Record<string, unknown>> = [];

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { classify, isAmbiguousPath, isValidRepositoryName, splitTarget } from '../src/route.ts';
+import { classify, isAmbiguousPath, isValidRepositoryName, splitTarget } from '../src/http/route.ts';
 
 test('registry routes map to operations and repositories', () => {
   assert.deepEqual(classify('/v2/'), { operation: 'ping', repository: null });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { FailureThrottle, throttleKey } from '../src/throttle.js';
+import { FailureThrottle, throttleKey } from '../src/auth/throttle.js';
 
 function clock(start = 5000): { now: () => number; advance: (ms: number) => void } {
   let t = start;

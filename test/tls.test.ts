@@ -11,11 +11,11 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import { parseConfig, type Config } from '../src/config.ts';
+import { parseConfig, type Config } from '../src/config/load.ts';
 import { PortcullisError } from '../src/errors.ts';
-import { Metrics } from '../src/metrics.ts';
-import { createServer } from '../src/server.ts';
-import { loadTlsMaterial } from '../src/tls.ts';
+import { Metrics } from '../src/ops/metrics.ts';
+import { createServer } from '../src/http/server.ts';
+import { loadTlsMaterial } from '../src/tls/material.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'pcl-tls-'));
 const f = (name: string): string => join(dir, name);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { formatSize, parseDuration, parseHostPort, parseSize } from '../src/units.ts';
+import { formatSize, parseDuration, parseHostPort, parseSize } from '../src/config/units.ts';
 
 test('sizes use binary units, like client_max_body_size', () => {
   assert.equal(parseSize('0'), 0);

@@ -1,7 +1,7 @@
 /**
  * The things under test, each on its own free port in front of the same registry:
  * - registry: distribution 2.8 itself, plain HTTP, no auth (the ceiling);
- * - portcullis: the built proxy (dist/cli.js), one process, as an operator runs it;
+ * - portcullis: the built proxy (dist/cli/main.js), one process, as an operator runs it;
  * - nginx: the distribution project's recipe (anchors/nginx.conf.template), one worker;
  * - caddy: Caddy 2.6 with basicauth + reverse_proxy (anchors/Caddyfile.template);
  * - node-pipe: a dozen lines of plain Node (https server piping to http.request), no auth. Not a product:
@@ -150,7 +150,7 @@ export interface ProxyInputs {
 
 /** The built proxy, one process, access log off (log level warn). */
 export async function startPortcullis(dir: string, { registry, certs, creds }: ProxyInputs): Promise<Target> {
-  const cli = join(REPO_ROOT, 'dist', 'cli.js');
+  const cli = join(REPO_ROOT, 'dist', 'cli', 'main.js');
   if (!existsSync(cli)) throw new Error(`${cli} is missing: run "npm run build" (npm run bench does)`);
   writeDir(dir);
   const configFile = join(dir, 'proxy.yaml');

@@ -1,5 +1,5 @@
 /**
- * Run the built proxy (`node dist/cli.js serve --config FILE`) as a child process, the way an operator does.
+ * Run the built proxy (`node dist/cli/main.js serve --config FILE`) as a child process, the way an operator does.
  * `npm run build` must have run first (`npm test` does it).
  *
  * Contract with the proxy: it logs JSON lines (pino) on stdout; when it accepts connections it logs
@@ -19,7 +19,7 @@ import { makeTempDir, removeTempDir, run, TailBuffer, track, type RunResult } fr
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** The entry point run by startPortcullis/runCli; PORTCULLIS_TEST_CLI points the suite at another build. */
-export const CLI = process.env['PORTCULLIS_TEST_CLI'] ?? join(REPO_ROOT, 'dist', 'cli.js');
+export const CLI = process.env['PORTCULLIS_TEST_CLI'] ?? join(REPO_ROOT, 'dist', 'cli', 'main.js');
 
 export type LogLine = Record<string, unknown>;
 

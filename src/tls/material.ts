@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { SecureContextOptions } from 'node:tls';
-import { PortcullisError } from './errors.js';
+import { PortcullisError } from '../errors.js';
 
 export interface TlsMaterial {
   cert: Buffer;

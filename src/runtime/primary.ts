@@ -11,12 +11,12 @@ import { readFileSync } from 'node:fs';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AggregatorRegistry } from 'prom-client';
-import { loadConfig, type Config } from './config.js';
-import { displayHost } from './instance.js';
-import type { Logger } from './log.js';
-import { startProbeServer, upstreamProbe } from './metrics.js';
-import { upstreamAgent } from './proxy.js';
-import { loadTlsMaterial } from './tls.js';
+import { loadConfig, type Config } from '../config/load.js';
+import { displayHost } from './listen.js';
+import type { Logger } from '../ops/log.js';
+import { startProbeServer, upstreamProbe } from '../ops/probes.js';
+import { upstreamAgent } from '../proxy/upstream-agent.js';
+import { loadTlsMaterial } from '../tls/material.js';
 
 export async function runPrimary(config: Config, logger: Logger): Promise<number> {
   // Fail fast in one place rather than N times: the certificate must load before anything forks.

@@ -19,9 +19,9 @@ import {
   normalizeDnsName,
   normalizeIp,
   type CertificateAuthority,
-} from '../certificates.js';
-import { PortcullisError, hasErrno } from '../errors.js';
-import { writeFileAtomic } from '../files.js';
+} from '../../tls/ca.js';
+import { PortcullisError, hasErrno } from '../../errors.js';
+import { writeFileAtomic } from '../../files.js';
 
 export const DEFAULT_PORT = 5043;
 

@@ -2,7 +2,7 @@
  * One access-log line per request, built from an allow-list of fields: no header is ever copied whole,
  * so an Authorization header or password cannot reach the log at any level.
  */
-import type { Route } from './route.js';
+import type { Route } from '../http/route.js';
 
 export interface AccessRecord {
   reqId: string;

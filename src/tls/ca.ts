@@ -15,7 +15,7 @@
 import { createPrivateKey, randomBytes, webcrypto, X509Certificate as NodeX509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Extension, JsonGeneralName, Name, X509Certificate } from '@peculiar/x509';
-import { PortcullisError } from './errors.js';
+import { PortcullisError } from '../errors.js';
 
 /** Days a new CA is valid unless told otherwise (10 years). */
 export const DEFAULT_CA_DAYS = 3650;

@@ -6,12 +6,12 @@
  * `shutdown.gracePeriod`) and exit 0. A bad config exits 1 with the reason on stderr.
  */
 import cluster from 'node:cluster';
-import { loadConfig, type Config } from '../config.js';
-import { PortcullisError } from '../errors.js';
-import { runInstance } from '../instance.js';
-import { createLogger } from '../log.js';
-import { runPrimary } from '../primary.js';
-import type { CommandIO } from './io.js';
+import { loadConfig, type Config } from '../../config/load.js';
+import { PortcullisError } from '../../errors.js';
+import { runInstance } from '../../runtime/instance.js';
+import { createLogger } from '../../ops/log.js';
+import { runPrimary } from '../../runtime/primary.js';
+import type { CommandIO } from '../io.js';
 
 export async function serveCommand(argv: string[], io: CommandIO): Promise<number> {
   // SIGHUP's default action is to exit: a reload signal sent while we start must not kill the proxy.

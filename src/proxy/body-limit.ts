@@ -6,8 +6,8 @@
  * request). `limit` 0 means unlimited; the stream still counts bytes for the access log.
  */
 import { Transform, type TransformCallback } from 'node:stream';
-import { RegistryError } from './errors.js';
-import { formatSize } from './units.js';
+import { RegistryError } from '../errors.js';
+import { formatSize } from '../config/units.js';
 
 export class BodyLimit extends Transform {
   bytes = 0;

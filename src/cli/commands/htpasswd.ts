@@ -8,7 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
-import { PortcullisError, hasErrno } from '../errors.js';
+import { PortcullisError, hasErrno } from '../../errors.js';
 import {
   DEFAULT_BCRYPT_COST,
   describeLine,
@@ -20,9 +20,9 @@ import {
   setHtpasswdUser,
   userNameProblem,
   verifyPassword,
-} from '../htpasswd.js';
-import { readIfExists, writeFileAtomic } from '../files.js';
-import type { CommandIO } from './io.js';
+} from '../../auth/htpasswd.js';
+import { readIfExists, writeFileAtomic } from '../../files.js';
+import type { CommandIO } from '../io.js';
 
 const USAGE = `Usage: portcullis htpasswd <action> FILE [USER] [options]
 

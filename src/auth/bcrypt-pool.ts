@@ -11,7 +11,7 @@
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import { RegistryError } from './errors.js';
+import { RegistryError } from '../errors.js';
 
 export interface BcryptPoolOptions {
   /** Worker threads; default 1. */

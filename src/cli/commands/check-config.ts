@@ -5,10 +5,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { stringify } from 'yaml';
-import { loadConfig, effectiveConfig } from '../config.js';
-import { parseHtpasswd } from '../htpasswd.js';
-import { loadTlsMaterial } from '../tls.js';
-import type { CommandIO } from './io.js';
+import { effectiveConfig } from '../../config/effective.js';
+import { loadConfig } from '../../config/load.js';
+import { parseHtpasswd } from '../../auth/htpasswd.js';
+import { loadTlsMaterial } from '../../tls/material.js';
+import type { CommandIO } from '../io.js';
 
 export async function checkConfigCommand(argv: string[], io: CommandIO): Promise<number> {
   const file = argv.find((a) => !a.startsWith('-')) ?? 'proxy.yaml';

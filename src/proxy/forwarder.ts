@@ -11,12 +11,12 @@
  * - Location: its autoRewrite skips 202 (#914); we rewrite in `proxyRes` (see headers.ts).
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
 import httpProxy from 'http-proxy';
 import { BodyLimit } from './body-limit.js';
-import { RegistryError, hasErrno } from './errors.js';
+import { RegistryError, hasErrno } from '../errors.js';
 import { API_VERSION, API_VERSION_HEADER, rewriteLocation } from './headers.js';
-import { closeAfterResponse, sendError } from './reply.js';
+import { closeAfterResponse, sendError } from '../http/reply.js';
+import { upstreamAgent } from './upstream-agent.js';
 
 export interface ForwarderOptions {
   upstream: URL;
@@ -196,17 +196,6 @@ export class Forwarder {
   }
 }
 
-/** The keep-alive pool to the registry (http-proxy without an agent sends `Connection: close`). */
-export function upstreamAgent(upstream: URL, ca: Buffer | null, maxSockets: number): http.Agent {
-  const options = {
-    keepAlive: true,
-    maxSockets,
-    // Idle pooled sockets are closed well before typical upstream idle timeouts, so a reused
-    // socket is not one the registry is closing at the same moment (nodejs/node#47130).
-    timeout: 30_000,
-  };
-  return upstream.protocol === 'https:' ? new https.Agent({ ...options, ...(ca ? { ca } : {}) }) : new http.Agent(options);
-}
 
 /** A request has a body when it declares one (RFC 9112 6.3): Content-Length > 0 or Transfer-Encoding. */
 function hasBody(req: IncomingMessage): boolean {

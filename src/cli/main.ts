@@ -4,7 +4,7 @@
  * load the X.509 library, nor certs the proxy).
  */
 import { readFileSync } from 'node:fs';
-import type { CommandIO } from './commands/io.js';
+import type { CommandIO } from './io.js';
 
 const USAGE = `Usage: portcullis <command>
 
@@ -31,7 +31,7 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/certs.js')).certsCommand(rest, io);
     case 'version':
     case '--version': {
-      const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+      const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
       io.stdout.write(`portcullis ${pkg.version}\n`);
       return 0;
     }

@@ -1,23 +1,20 @@
 /**
- * The client-facing server and the request pipeline, read top to bottom:
+ * The request pipeline, read top to bottom:
  * classify -> authenticate -> check the declared size -> 100-continue -> rewrite headers -> forward -> log.
  */
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import type { Socket } from 'node:net';
-import { accessLevel, type AccessRecord } from './access-log.js';
-import type { AuthOutcome, Authenticator } from './auth.js';
-import { bodyTooLarge } from './body-limit.js';
-import type { Config } from './config.js';
-import { RegistryError } from './errors.js';
-import { clientIpOf, clientOriginOf, prepareForwardHeaders } from './headers.js';
-import type { Logger } from './log.js';
-import { statusClass, type Metrics } from './metrics.js';
-import type { Exchange, Forwarder } from './proxy.js';
+import { accessLevel, type AccessRecord } from '../ops/access-log.js';
+import type { AuthOutcome, Authenticator } from '../auth/authenticator.js';
+import { bodyTooLarge } from '../proxy/body-limit.js';
+import type { Config } from '../config/schema.js';
+import { RegistryError } from '../errors.js';
+import { clientIpOf, clientOriginOf, prepareForwardHeaders } from '../proxy/headers.js';
+import type { Logger } from '../ops/log.js';
+import { statusClass, type Metrics } from '../ops/metrics.js';
+import type { Exchange, Forwarder } from '../proxy/forwarder.js';
 import { sendError, unauthorized } from './reply.js';
 import { classify, isAmbiguousPath, splitTarget } from './route.js';
-import { secureContextOptions, type TlsMaterial } from './tls.js';
 
 /** What a request needs. Replaced as a whole on reload, so one request never sees half of two configs. */
 export interface Services {
@@ -175,42 +172,4 @@ function finish(deps: PipelineDeps, record: AccessRecord, outcome: Outcome, res:
   if (record.error === 'upstream_unavailable') metrics.upstreamErrors.inc({ kind: 'unavailable' });
   if (record.error === 'upstream_timeout') metrics.upstreamErrors.inc({ kind: 'timeout' });
   logger[accessLevel(record)](record, 'request');
-}
-
-/** The listening server: TLS 1.2+ and HTTP/1.1 only (Go push clients disable HTTP/2 for uploads anyway). */
-export function createServer(
-  config: Config,
-  tlsMaterial: TlsMaterial | null,
-  handler: (req: IncomingMessage, res: ServerResponse) => void,
-  metrics: Metrics,
-): http.Server | https.Server {
-  const common: http.ServerOptions = {
-    // Node's 300 s default answers 408 in the middle of a multi-gigabyte upload.
-    requestTimeout: 0,
-    // Slow headers are still cut (slowloris). Node enforces this only when it sweeps its connections,
-    // every 30 s by default: sweep every second so the limit means what it says.
-    headersTimeout: config.limits.headersTimeoutMs,
-    connectionsCheckingInterval: 1000,
-    keepAliveTimeout: config.limits.keepAliveTimeoutMs,
-    maxHeaderSize: config.limits.maxHeaderSize,
-  };
-  const server = tlsMaterial
-    ? https.createServer({
-        ...common,
-        ...secureContextOptions(tlsMaterial),
-        minVersion: config.tls?.minVersion ?? 'TLSv1.2',
-        ALPNProtocols: ['http/1.1'],
-      })
-    : http.createServer(common);
-  server.timeout = 0;
-  server.on('request', handler);
-  server.on('checkContinue', handler);
-  server.on('tlsClientError', () => metrics.tlsErrors.inc());
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    // Malformed HTTP never reaches the handler; answer what Node would, without crashing.
-    if (!socket.writable || (err.code === 'ECONNRESET')) return socket.destroy();
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-  });
-  return server;
 }

@@ -10,18 +10,20 @@
  * Used alone (`workers: 1`) or as a cluster worker (primary.ts).
  */
 import cluster from 'node:cluster';
-import { readFileSync } from 'node:fs';
 import type http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { Authenticator } from './auth.js';
-import { loadConfig, effectiveConfig, type Config } from './config.js';
+import { effectiveConfig } from '../config/effective.js';
+import { loadConfig, type Config } from '../config/load.js';
 import { Drain } from './drain.js';
-import type { Logger } from './log.js';
-import { Metrics, startProbeServer, upstreamProbe } from './metrics.js';
-import { Forwarder } from './proxy.js';
-import { createRequestHandler, createServer, type Services } from './server.js';
-import { loadTlsMaterial, secureContextOptions, type TlsMaterial } from './tls.js';
+import type { Logger } from '../ops/log.js';
+import { Metrics } from '../ops/metrics.js';
+import { startProbeServer, upstreamProbe } from '../ops/probes.js';
+import { createRequestHandler } from '../http/pipeline.js';
+import { createServer } from '../http/server.js';
+import { displayHost, listen } from './listen.js';
+import { buildServices, retire } from './services.js';
+import { loadTlsMaterial, secureContextOptions, type TlsMaterial } from '../tls/material.js';
 import { FileWatcher } from './watch.js';
 
 export async function runInstance(initial: Config, logger: Logger): Promise<number> {
@@ -133,56 +135,6 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
   });
 }
 
-/**
- * The services for `config`. Parts whose settings did not change since `previous` are kept: an unchanged
- * Authenticator keeps its credential cache, an unchanged Forwarder its upstream connections.
- */
-async function buildServices(config: Config, previous: Services | null, logger: Logger, metrics: Metrics): Promise<Services> {
-  const authenticator =
-    previous && sameAuth(previous.config, config)
-      ? previous.authenticator
-      : await Authenticator.open({
-          htpasswdPath: config.auth.htpasswd,
-          cacheTtlMs: config.auth.cacheTtlMs,
-          cacheSize: config.auth.cacheSize,
-          throttle: { maxFailures: config.auth.maxFailures, windowMs: config.auth.failureWindowMs },
-          logger,
-          onReload: (result) => metrics.reloads.inc({ kind: 'htpasswd', result }),
-        });
-  const forwarder =
-    previous && sameUpstream(previous.config, config)
-      ? previous.forwarder
-      : new Forwarder({
-          upstream: config.upstream.url,
-          ca: config.upstream.ca ? readFileSync(config.upstream.ca) : null,
-          timeoutMs: config.upstream.timeoutMs,
-          maxSockets: config.upstream.maxSockets,
-          maxBodySize: config.limits.maxBodySize,
-          internalOrigins: [config.upstream.url.origin, ...config.upstream.aliases],
-        });
-  return { config, authenticator, forwarder };
-}
-
-function sameAuth(a: Config, b: Config): boolean {
-  return JSON.stringify(a.auth) === JSON.stringify(b.auth);
-}
-
-function sameUpstream(a: Config, b: Config): boolean {
-  return JSON.stringify(a.upstream) === JSON.stringify(b.upstream) && a.limits.maxBodySize === b.limits.maxBodySize;
-}
-
-/** Close the replaced parts once requests that started with them have had time to finish. */
-function retire(old: Services, current: Services, afterMs: number): void {
-  const authenticator = old.authenticator === current.authenticator ? null : old.authenticator;
-  const forwarder = old.forwarder === current.forwarder ? null : old.forwarder;
-  // The old authenticator stops following the file now (one change = one reload), but keeps answering
-  // the checks already running.
-  authenticator?.stopFollowing();
-  setTimeout(() => {
-    void authenticator?.close();
-    forwarder?.close();
-  }, afterMs).unref();
-}
 
 /** Settings bound to sockets or processes: a reload cannot change them. */
 function restartOnlyChanges(a: Config, b: Config): string[] {
@@ -199,20 +151,4 @@ function restartOnlyChanges(a: Config, b: Config): string[] {
     changed.push('limits (timeouts, maxHeaderSize)');
   }
   return changed;
-}
-
-export function listen(server: http.Server, host: string, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-}
-
-/** The address to print for a listener: a wildcard is shown as loopback, IPv6 in brackets. */
-export function displayHost(host: string): string {
-  const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
-  return h.includes(':') ? `[${h}]` : h;
 }

@@ -11,7 +11,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import bcrypt from 'bcryptjs';
-import { PortcullisError } from './errors.js';
+import { PortcullisError } from '../errors.js';
 
 export type HashScheme = 'bcrypt' | 'sha1';
 

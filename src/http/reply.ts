@@ -4,8 +4,8 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { RegistryError } from './errors.js';
-import { API_VERSION, API_VERSION_HEADER } from './headers.js';
+import { RegistryError } from '../errors.js';
+import { API_VERSION, API_VERSION_HEADER } from '../proxy/headers.js';
 
 export interface ReplyOptions {
   /** Close the connection after this response even if the request was read whole (e.g. a bad request line). */

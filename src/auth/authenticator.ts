@@ -8,14 +8,14 @@
  */
 import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { parseBasicAuthorization } from './basic-auth.js';
+import { parseBasicAuthorization } from './basic.js';
 import { BcryptPool } from './bcrypt-pool.js';
 import { CredentialCache } from './credential-cache.js';
-import { PortcullisError, RegistryError, hasErrno } from './errors.js';
+import { PortcullisError, RegistryError, hasErrno } from '../errors.js';
 import { bcryptCost, DEFAULT_BCRYPT_COST, dummyBcryptHash, parseHtpasswd, verifyPassword, type HtpasswdEntry, type HtpasswdFile } from './htpasswd.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../ops/log.js';
 import { DEFAULT_THROTTLE, FailureThrottle } from './throttle.js';
-import { FileWatcher } from './watch.js';
+import { FileWatcher } from '../runtime/watch.js';
 
 /**
  * - ok: verified now; cached: answered without bcrypt (cache hit, or joined a verification already running)

@@ -1,0 +1,62 @@
+/**
+ * What a request needs, built from the config: the authenticator and the forwarder. Replaced as a whole
+ * on reload, so one request never sees half of two configs; unchanged parts are carried over.
+ */
+import { readFileSync } from 'node:fs';
+import { Authenticator } from '../auth/authenticator.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../ops/log.js';
+import type { Metrics } from '../ops/metrics.js';
+import { Forwarder } from '../proxy/forwarder.js';
+import type { Services } from '../http/pipeline.js';
+
+/**
+ * The services for `config`. Parts whose settings did not change since `previous` are kept: an unchanged
+ * Authenticator keeps its credential cache, an unchanged Forwarder its upstream connections.
+ */
+export async function buildServices(config: Config, previous: Services | null, logger: Logger, metrics: Metrics): Promise<Services> {
+  const authenticator =
+    previous && sameAuth(previous.config, config)
+      ? previous.authenticator
+      : await Authenticator.open({
+          htpasswdPath: config.auth.htpasswd,
+          cacheTtlMs: config.auth.cacheTtlMs,
+          cacheSize: config.auth.cacheSize,
+          throttle: { maxFailures: config.auth.maxFailures, windowMs: config.auth.failureWindowMs },
+          logger,
+          onReload: (result) => metrics.reloads.inc({ kind: 'htpasswd', result }),
+        });
+  const forwarder =
+    previous && sameUpstream(previous.config, config)
+      ? previous.forwarder
+      : new Forwarder({
+          upstream: config.upstream.url,
+          ca: config.upstream.ca ? readFileSync(config.upstream.ca) : null,
+          timeoutMs: config.upstream.timeoutMs,
+          maxSockets: config.upstream.maxSockets,
+          maxBodySize: config.limits.maxBodySize,
+          internalOrigins: [config.upstream.url.origin, ...config.upstream.aliases],
+        });
+  return { config, authenticator, forwarder };
+}
+
+function sameAuth(a: Config, b: Config): boolean {
+  return JSON.stringify(a.auth) === JSON.stringify(b.auth);
+}
+
+function sameUpstream(a: Config, b: Config): boolean {
+  return JSON.stringify(a.upstream) === JSON.stringify(b.upstream) && a.limits.maxBodySize === b.limits.maxBodySize;
+}
+
+/** Close the replaced parts once requests that started with them have had time to finish. */
+export function retire(old: Services, current: Services, afterMs: number): void {
+  const authenticator = old.authenticator === current.authenticator ? null : old.authenticator;
+  const forwarder = old.forwarder === current.forwarder ? null : old.forwarder;
+  // The old authenticator stops following the file now (one change = one reload), but keeps answering
+  // the checks already running.
+  authenticator?.stopFollowing();
+  setTimeout(() => {
+    void authenticator?.close();
+    forwarder?.close();
+  }, afterMs).unref();
+}
