@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { Forwarder, type Exchange } from '../src/proxy/forwarder.ts';
-import { prepareForwardHeaders } from '../src/proxy/headers.ts';
+import { forwardHeaders, requestFraming, type Framing } from '../src/proxy/headers.ts';
 
 interface Harness {
   url: string;
@@ -34,8 +34,9 @@ async function front(upstreamPort: number, opts: { timeoutMs?: number; maxBodySi
   const exchanges: Exchange[] = [];
   const server = http.createServer({ requestTimeout: 0 }, (req, res) => {
     const host = req.headers.host ?? '';
-    prepareForwardHeaders(req.headers, { clientIp: '127.0.0.1', proto: 'https', host });
-    void forwarder.forward(req, res, `https://${host}`).then((e) => exchanges.push(e));
+    const framing = requestFraming(req.headers) as Framing;
+    req.headers = forwardHeaders(req.headers, framing, { clientIp: '127.0.0.1', proto: 'https', host });
+    void forwarder.forward(req, res, `https://${host}`, framing).then((e) => exchanges.push(e));
   });
   const port = await listen(server);
   return {

@@ -1,7 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingHttpHeaders } from 'node:http';
-import { clientOriginOf, isValidHost, clientIpOf, originOf, prepareForwardHeaders, rewriteLocation } from '../src/proxy/headers.ts';
+import {
+  clientIpOf,
+  clientOriginOf,
+  dropResponseHopHeaders,
+  duplicatedSingleton,
+  forwardHeaders,
+  isValidHost,
+  originOf,
+  requestFraming,
+  rewriteLocation,
+} from '../src/proxy/headers.ts';
 
 test('client forwarding headers are dropped and set once by the proxy', () => {
   const h: IncomingHttpHeaders = {
@@ -15,19 +25,20 @@ test('client forwarding headers are dropped and set once by the proxy', () => {
     authorization: 'Basic YTpi',
     'content-type': 'application/octet-stream',
   };
-  prepareForwardHeaders(h, { clientIp: '10.1.2.3', proto: 'https', host: 'reg.example:44301' });
-  assert.equal(h.host, 'reg.example:44301', 'Host is kept as sent, port included');
-  assert.equal(h.forwarded, undefined);
-  assert.equal(h['x-forwarded-port'], undefined);
-  assert.equal(h['x-forwarded-proto'], 'https', 'not "http,https": the registry uses it verbatim');
-  assert.equal(h['x-forwarded-host'], 'reg.example:44301');
-  assert.equal(h['x-forwarded-for'], '10.1.2.3');
-  assert.equal(h['x-real-ip'], '10.1.2.3');
-  assert.equal(h.authorization, undefined, 'credentials stop at the proxy');
-  assert.equal(h['content-type'], 'application/octet-stream');
+  const out = forwardHeaders(h, { kind: 'none' }, { clientIp: '10.1.2.3', proto: 'https', host: 'reg.example:44301' });
+  assert.equal(out.host, 'reg.example:44301', 'Host is kept as sent, port included');
+  assert.equal(out.forwarded, undefined);
+  assert.equal(out['x-forwarded-port'], undefined);
+  assert.equal(out['x-forwarded-proto'], 'https', 'not "http,https": the registry uses it verbatim');
+  assert.equal(out['x-forwarded-host'], 'reg.example:44301');
+  assert.equal(out['x-forwarded-for'], '10.1.2.3');
+  assert.equal(out['x-real-ip'], '10.1.2.3');
+  assert.equal(out.authorization, undefined, 'credentials stop at the proxy');
+  assert.equal(out['content-type'], 'application/octet-stream');
+  assert.equal(h['x-forwarded-for'], '6.6.6.6', 'the client headers are left as they were');
 });
 
-test('hop-by-hop headers and Expect are removed, Transfer-Encoding kept', () => {
+test('hop-by-hop headers, those Connection names, and Expect are removed; the framing is the proxy\'s', () => {
   const h: IncomingHttpHeaders = {
     connection: 'close, x-secret-hop',
     'x-secret-hop': '1',
@@ -37,9 +48,48 @@ test('hop-by-hop headers and Expect are removed, Transfer-Encoding kept', () => 
     expect: '100-continue',
     'transfer-encoding': 'chunked',
   };
-  prepareForwardHeaders(h, { clientIp: '::1', proto: 'https', host: 'localhost:5043' });
-  for (const k of ['connection', 'x-secret-hop', 'keep-alive', 'te', 'upgrade', 'expect']) assert.equal(h[k], undefined, k);
-  assert.equal(h['transfer-encoding'], 'chunked');
+  const out = forwardHeaders(h, { kind: 'chunked' }, { clientIp: '::1', proto: 'https', host: 'localhost:5043' });
+  for (const k of ['connection', 'x-secret-hop', 'keep-alive', 'te', 'upgrade', 'expect', 'content-length']) assert.equal(out[k], undefined, k);
+  assert.equal(out['transfer-encoding'], 'chunked');
+  const sized = forwardHeaders({ 'content-length': '7', 'transfer-encoding': 'chunked' }, { kind: 'length', length: 5 }, { clientIp: '::1', proto: 'https', host: 'h' });
+  assert.equal(sized['content-length'], '5', 'written from the framing, not copied');
+  assert.equal(sized['transfer-encoding'], undefined);
+});
+
+test('no Connection token can remove the framing, Host or a header the proxy sets', () => {
+  const tokens = 'content-length, transfer-encoding, host, x-forwarded-for, x-forwarded-proto, x-forwarded-host, x-real-ip';
+  const out = forwardHeaders(
+    { connection: tokens, host: 'r:5043', 'content-length': '48' },
+    { kind: 'length', length: 48 },
+    { clientIp: '10.0.0.1', proto: 'https', host: 'r:5043' },
+  );
+  assert.equal(out['content-length'], '48');
+  assert.equal(out.host, 'r:5043');
+  assert.equal(out['x-forwarded-for'], '10.0.0.1');
+  assert.equal(out['x-forwarded-proto'], 'https');
+  assert.equal(out['x-forwarded-host'], 'r:5043');
+  assert.equal(out['x-real-ip'], '10.0.0.1');
+});
+
+test('requestFraming: chunked, a length, none; codings other than chunked refused', () => {
+  assert.deepEqual(requestFraming({ 'transfer-encoding': 'Chunked' }), { kind: 'chunked' });
+  assert.deepEqual(requestFraming({ 'content-length': '0' }), { kind: 'length', length: 0 });
+  assert.deepEqual(requestFraming({ 'content-length': '1048576' }), { kind: 'length', length: 1048576 });
+  assert.deepEqual(requestFraming({}), { kind: 'none' });
+  assert.ok('problem' in requestFraming({ 'transfer-encoding': 'gzip, chunked' }));
+  assert.ok('problem' in requestFraming({ 'content-length': '-1' }));
+});
+
+test('duplicatedSingleton finds a second Host, Authorization or framing header in raw order', () => {
+  assert.equal(duplicatedSingleton(['Host', 'a', 'Accept', '*/*', 'host', 'b']), 'host');
+  assert.equal(duplicatedSingleton(['Host', 'a', 'Authorization', 'x', 'AUTHORIZATION', 'y']), 'authorization');
+  assert.equal(duplicatedSingleton(['Host', 'a', 'Accept', '1', 'Accept', '2']), null, 'list headers may repeat');
+});
+
+test('response hop-by-hop headers are dropped, the response framing kept', () => {
+  const h: IncomingHttpHeaders = { connection: 'keep-alive, x-hop, content-length', 'x-hop': '1', 'keep-alive': 'timeout=5', 'content-length': '3', 'docker-content-digest': 'sha256:x' };
+  dropResponseHopHeaders(h);
+  assert.deepEqual(h, { 'content-length': '3', 'docker-content-digest': 'sha256:x' });
 });
 
 test('originOf makes default ports explicit and ignores relative references', () => {

@@ -9,7 +9,7 @@ import type { AuthOutcome, Authenticator } from '../auth/authenticator.js';
 import { bodyTooLarge } from '../proxy/body-limit.js';
 import type { Config } from '../config/schema.js';
 import { RegistryError } from '../errors.js';
-import { clientIpOf, clientOriginOf, prepareForwardHeaders } from '../proxy/headers.js';
+import { clientIpOf, clientOriginOf, duplicatedSingleton, forwardHeaders, requestFraming } from '../proxy/headers.js';
 import type { Logger } from '../ops/log.js';
 import { statusClass, type Metrics } from '../ops/metrics.js';
 import type { Exchange, Forwarder } from '../proxy/forwarder.js';
@@ -115,6 +115,15 @@ async function handle(
   if (!path.startsWith('/v2/') && path !== '/v2') {
     return sendError(res, new RegistryError('UNSUPPORTED', 'not a registry API path (/v2/)', { status: 404 }));
   }
+  // The request's framing and its singleton headers are settled before anything reads or rewrites them.
+  const duplicated = duplicatedSingleton(req.rawHeaders);
+  if (duplicated !== null) {
+    return sendError(res, new RegistryError('UNSUPPORTED', `more than one ${duplicated} header`, { status: 400 }), { close: true });
+  }
+  const framing = requestFraming(req.headers);
+  if ('problem' in framing) {
+    return sendError(res, new RegistryError('UNSUPPORTED', framing.problem, { status: 501 }), { close: true });
+  }
 
   const auth = await authenticator.authenticate(req.headers.authorization, record.clientIp);
   outcome.auth = auth.outcome;
@@ -128,8 +137,7 @@ async function handle(
   }
   record.user = auth.user;
 
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (config.limits.maxBodySize > 0 && declared > config.limits.maxBodySize) {
+  if (config.limits.maxBodySize > 0 && framing.kind === 'length' && framing.length > config.limits.maxBodySize) {
     // Refused before a byte reaches the registry; close so we need not read the body at all.
     record.error = 'body_too_large';
     return sendError(res, bodyTooLarge(config.limits.maxBodySize), { close: true });
@@ -141,9 +149,11 @@ async function handle(
   const proto = config.tls ? 'https' : 'http';
   const listenHost = `${config.listen.host}:${config.listen.port}`;
   const clientOrigin = clientOriginOf(proto, req.headers.host, listenHost);
-  prepareForwardHeaders(req.headers, { clientIp: record.clientIp, proto, host: req.headers.host ?? listenHost });
+  // In place of the client's: http-proxy copies `req.headers` (and skips its own hook when `Expect` is present,
+  // node-http-proxy#1447, so this is the one place that works for every request).
+  req.headers = forwardHeaders(req.headers, framing, { clientIp: record.clientIp, proto, host: req.headers.host ?? listenHost });
   outcome.forwarding = true;
-  outcome.exchange = await forwarder.forward(req, res, clientOrigin);
+  outcome.exchange = await forwarder.forward(req, res, clientOrigin, framing);
 }
 
 function finish(deps: PipelineDeps, record: AccessRecord, outcome: Outcome, res: ServerResponse, started: number): void {

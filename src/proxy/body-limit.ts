@@ -1,9 +1,14 @@
 /**
- * Counts a request body as it streams and stops it at the limit.
+ * Counts a request body as it streams to the registry, stops it at the size limit, and holds it to its
+ * declared length.
  *
  * A chunk that would cross the limit is not passed on: the registry never receives a byte past the limit,
  * so an upload cut here cannot be completed with a partial blob (the caller also aborts the upstream
  * request). `limit` 0 means unlimited; the stream still counts bytes for the access log.
+ *
+ * With a declared Content-Length, exactly that many bytes may go upstream: Node's parser frames the body by
+ * the same length, so this never trips on its own; it is the last line that keeps a forwarded body from ever
+ * spilling past its framing into what the registry would read as the next request.
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { RegistryError } from '../errors.js';
@@ -12,10 +17,13 @@ import { formatSize } from '../config/units.js';
 export class BodyLimit extends Transform {
   bytes = 0;
   readonly limit: number;
+  readonly #declared: number | null;
 
-  constructor(limit: number) {
+  /** `declared`: the Content-Length the body was framed with, or null for a chunked body. */
+  constructor(limit: number, declared: number | null = null) {
     super();
     this.limit = limit;
+    this.#declared = declared;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -24,8 +32,25 @@ export class BodyLimit extends Transform {
       callback(bodyTooLarge(this.limit));
       return;
     }
+    if (this.#declared !== null && this.bytes > this.#declared) {
+      callback(new FramingError(`request body longer than its Content-Length of ${this.#declared}`));
+      return;
+    }
     callback(null, chunk);
   }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.#declared !== null && this.bytes !== this.#declared) {
+      callback(new FramingError(`request body of ${this.bytes} bytes, declared ${this.#declared}`));
+      return;
+    }
+    callback();
+  }
+}
+
+/** The body did not match its framing: the exchange is cut, never answered as if it were whole. */
+export class FramingError extends Error {
+  readonly code = 'PCL_FRAMING';
 }
 
 /** 413 with code DENIED: docker prints "denied: ..." and stops, instead of retrying a push that cannot fit. */

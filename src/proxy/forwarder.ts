@@ -9,12 +9,20 @@
  * - timeouts: its `proxyTimeout` surfaces as a bare ECONNRESET (#1331); ours is tagged and answered 504.
  * - keep-alive: without an `agent` it sends `Connection: close` upstream; we pass a pooled agent.
  * - Location: its autoRewrite skips 202 (#914); we rewrite in `proxyRes` (see headers.ts).
+ * - pooling: Node's agent returns a socket to the pool once the response ended and the request finished.
+ *   An exchange that ends any other way (client gone, body cut at the limit, an early answer while the body
+ *   was still coming) leaves bytes on that socket the next request would be read with: it is destroyed.
+ * - upgrades: a `101` to a plain request would leave the client waiting forever (Node hands the socket to
+ *   an 'upgrade' listener or silently drops it); we answer 502.
+ * - framing: its `deleteLength` pass turns a DELETE or OPTIONS without Content-Length into `Content-Length: 0`
+ *   and drops Transfer-Encoding, so a chunked body would follow unframed, to be read by the registry as a
+ *   further request. The pass is removed: the framing the pipeline decided is the one that goes upstream.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import httpProxy from 'http-proxy';
-import { BodyLimit } from './body-limit.js';
+import { BodyLimit, FramingError } from './body-limit.js';
 import { RegistryError, hasErrno } from '../errors.js';
-import { API_VERSION, API_VERSION_HEADER, rewriteLocation } from './headers.js';
+import { API_VERSION, API_VERSION_HEADER, dropResponseHopHeaders, rewriteLocation, type Framing } from './headers.js';
 import { closeAfterResponse, sendError } from '../http/reply.js';
 import { upstreamAgent } from './upstream-agent.js';
 
@@ -41,7 +49,7 @@ export interface Exchange {
   /** The client went away before the response was complete. */
   aborted: boolean;
   /** Why the proxy answered or cut the exchange itself, if it did: a stable code. */
-  error: 'upstream_unavailable' | 'upstream_timeout' | 'body_too_large' | null;
+  error: 'upstream_unavailable' | 'upstream_timeout' | 'upstream_upgrade' | 'body_too_large' | 'bad_framing' | null;
 }
 
 interface State {
@@ -49,6 +57,7 @@ interface State {
   clientOrigin: string;
   started: number;
   proxyReq: http.ClientRequest | null;
+  proxyRes: IncomingMessage | null;
   limiter: BodyLimit | null;
   /** The proxy has already answered (or cut) this exchange; later upstream errors are noise. */
   settled: boolean;
@@ -75,38 +84,45 @@ export class Forwarder {
       changeOrigin: false, // Host stays as the client sent it
       ws: false,
     });
-    this.#proxy.on('proxyReq', (proxyReq, req) => this.#onProxyReq(proxyReq, req));
+    withoutPass(this.#proxy, 'deleteLength');
+    this.#proxy.on('proxyReq', (proxyReq, req, res) => this.#onProxyReq(proxyReq, req, res));
     this.#proxy.on('proxyRes', (proxyRes, req, res) => this.#onProxyRes(proxyRes, req, res));
     // http-proxy rethrows 'error' when nobody listens; every call passes its own callback, this is a backstop.
     this.#proxy.on('error', () => {});
   }
 
   /**
-   * Forwards `req` (headers already prepared) and resolves when the exchange is over, either way.
-   * `clientOrigin` is where Locations pointing at the registry are sent instead.
+   * Forwards `req` (headers already prepared for the registry, `framing` decided from the client's request
+   * before that) and resolves when the exchange is over, either way. `clientOrigin` is where Locations
+   * pointing at the registry are sent instead.
    */
-  forward(req: IncomingMessage, res: ServerResponse, clientOrigin: string): Promise<Exchange> {
+  forward(req: IncomingMessage, res: ServerResponse, clientOrigin: string, framing: Framing): Promise<Exchange> {
     const exchange: Exchange = { upstreamStatus: null, upstreamMs: null, bytesIn: 0, bytesOut: 0, aborted: false, error: null };
-    const state: State = { exchange, clientOrigin, started: performance.now(), proxyReq: null, limiter: null, settled: false };
+    const state: State = { exchange, clientOrigin, started: performance.now(), proxyReq: null, proxyRes: null, limiter: null, settled: false };
     this.#states.set(req, state);
 
     return new Promise<Exchange>((resolve) => {
       res.once('close', () => {
-        if (!res.writableFinished) {
-          exchange.aborted = !state.settled;
-          state.proxyReq?.destroy(); // release the upstream socket: the client is gone
-        }
+        if (!res.writableFinished) exchange.aborted = !state.settled;
+        // Only an exchange framed exactly both ways may leave its socket to the pool.
+        const { proxyReq, proxyRes } = state;
+        if (proxyReq && !(res.writableFinished && proxyReq.writableFinished && proxyRes?.complete)) proxyReq.destroy();
         if (state.limiter) exchange.bytesIn = state.limiter.bytes;
         resolve(exchange);
       });
 
       let buffer: BodyLimit | undefined;
-      if (hasBody(req)) {
-        const limiter = new BodyLimit(this.#options.maxBodySize);
+      if (framing.kind === 'chunked' || (framing.kind === 'length' && framing.length > 0)) {
+        const limiter = new BodyLimit(this.#options.maxBodySize, framing.kind === 'length' ? framing.length : null);
         state.limiter = limiter;
         limiter.on('error', (err) => {
-          exchange.error = 'body_too_large';
-          this.#settle(state, req, res, err instanceof RegistryError ? err : null);
+          if (err instanceof RegistryError) {
+            exchange.error = 'body_too_large';
+            this.#settle(state, req, res, err);
+          } else {
+            exchange.error = err instanceof FramingError ? 'bad_framing' : exchange.error;
+            this.#settle(state, req, res, null);
+          }
         });
         req.pipe(limiter);
         buffer = limiter;
@@ -120,7 +136,7 @@ export class Forwarder {
     this.agent.destroy();
   }
 
-  #onProxyReq(proxyReq: http.ClientRequest, req: IncomingMessage): void {
+  #onProxyReq(proxyReq: http.ClientRequest, req: IncomingMessage, res: ServerResponse): void {
     const state = this.#states.get(req);
     if (!state) return;
     state.proxyReq = proxyReq;
@@ -133,14 +149,23 @@ export class Forwarder {
         proxyReq.destroy(new UpstreamTimeoutError(`upstream idle for ${this.#options.timeoutMs} ms`));
       });
     }
+    // With a listener, Node hands a 101 here instead of dropping it (and the client with it).
+    proxyReq.on('upgrade', (upgradeRes: IncomingMessage, socket) => {
+      socket.destroy();
+      state.exchange.upstreamStatus = upgradeRes.statusCode ?? null;
+      state.exchange.error = 'upstream_upgrade';
+      this.#settle(state, req, res, new RegistryError('UNAVAILABLE', 'upstream registry switched protocols on a plain request', { status: 502 }));
+    });
   }
 
   #onProxyRes(proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void {
     const state = this.#states.get(req);
     if (!state) return;
+    state.proxyRes = proxyRes;
     state.exchange.upstreamStatus = proxyRes.statusCode ?? null;
     state.exchange.upstreamMs = performance.now() - state.started;
     const headers = proxyRes.headers;
+    dropResponseHopHeaders(headers);
     if (typeof headers.location === 'string') {
       headers.location = rewriteLocation(headers.location, this.#options.internalOrigins, state.clientOrigin);
     }
@@ -197,13 +222,18 @@ export class Forwarder {
 }
 
 
-/** A request has a body when it declares one (RFC 9112 6.3): Content-Length > 0 or Transfer-Encoding. */
-function hasBody(req: IncomingMessage): boolean {
-  if (req.headers['transfer-encoding'] !== undefined) return true;
-  const length = req.headers['content-length'];
-  return length !== undefined && length !== '0';
-}
-
 function errorCode(err: Error): string {
   return typeof (err as NodeJS.ErrnoException).code === 'string' ? (err as NodeJS.ErrnoException).code! : err.message;
+}
+
+/**
+ * Removes one of http-proxy's request passes. `webPasses` is the list its `before`/`after` methods edit; if a
+ * version lacks it or the pass, fail at start-up rather than forward with the pass in place.
+ */
+function withoutPass(proxy: httpProxy, name: string): void {
+  const holder = proxy as unknown as { webPasses?: Array<{ name: string }> };
+  const passes = holder.webPasses;
+  const index = Array.isArray(passes) ? passes.findIndex((p) => p.name === name) : -1;
+  if (!passes || index === -1) throw new Error(`http-proxy has no "${name}" web pass to remove: review src/proxy/forwarder.ts`);
+  passes.splice(index, 1);
 }
