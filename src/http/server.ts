@@ -1,5 +1,10 @@
 /**
  * The listening server: TLS 1.2+ and HTTP/1.1 only, with the timeouts that make slow clients cheap.
+ *
+ * Every connection has a deadline until it is useful: the TLS handshake and then the request headers must
+ * each arrive within `limits.headersTimeout`. A connection that fails either is destroyed, not ended: a TLS
+ * socket whose handshake never finished cannot carry an HTTP answer, and `end()` on it would only wait for a
+ * peer that may never close (descriptors then pile up in CLOSE-WAIT).
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
@@ -7,6 +12,9 @@ import type { Socket } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../ops/metrics.js';
 import { secureContextOptions, type TlsMaterial } from '../tls/material.js';
+
+/** How long a connection refused for malformed HTTP may stay open for the client to read the answer. */
+const ANSWERED_ERROR_LINGER_MS = 2000;
 
 /** The listening server: TLS 1.2+ and HTTP/1.1 only (Go push clients disable HTTP/2 for uploads anyway). */
 export function createServer(
@@ -31,17 +39,29 @@ export function createServer(
         ...secureContextOptions(tlsMaterial),
         minVersion: config.tls?.minVersion ?? 'TLSv1.2',
         ALPNProtocols: ['http/1.1'],
+        // Node's default is 120 s: a connection that sends nothing should cost no more than slow headers do.
+        handshakeTimeout: config.limits.headersTimeoutMs,
       })
     : http.createServer(common);
   server.timeout = 0;
   server.on('request', handler);
   server.on('checkContinue', handler);
-  server.on('tlsClientError', () => metrics.tlsErrors.inc());
+  const secured = new WeakSet<Socket>();
+  server.on('secureConnection', (socket: Socket) => secured.add(socket));
+  server.on('tlsClientError', (_err: Error, socket: Socket) => {
+    metrics.tlsErrors.inc();
+    socket.destroy();
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    // Malformed HTTP never reaches the handler; answer what Node would, without crashing.
-    if (!socket.writable || (err.code === 'ECONNRESET')) return socket.destroy();
+    // Handshake timeouts and failures arrive here too, on a socket with no TLS session to answer on.
+    if ((tlsMaterial && !secured.has(socket)) || !socket.writable || err.code === 'ECONNRESET') return socket.destroy();
+    // Malformed HTTP never reaches the handler; answer what Node would, then close even if the client
+    // never reads the answer nor closes its side (the server allows half-open sockets).
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
     socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    const timer = setTimeout(() => socket.destroy(), ANSWERED_ERROR_LINGER_MS);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
   });
   return server;
 }

@@ -15,6 +15,16 @@ export class Drain {
   #draining = false;
   /** Responses being served, by connection. */
   readonly #open = new Map<Socket, Set<ServerResponse>>();
+  /** Every accepted TCP connection, including those still in their TLS handshake (no HTTP yet). */
+  readonly #sockets = new Set<Socket>();
+
+  /** Follow the server's raw connections, so the end of the grace period can close every one of them. */
+  watch(server: http.Server): void {
+    server.on('connection', (socket: Socket) => {
+      this.#sockets.add(socket);
+      socket.once('close', () => this.#sockets.delete(socket));
+    });
+  }
 
   get draining(): boolean {
     return this.#draining;
@@ -57,6 +67,9 @@ export class Drain {
       const force = setTimeout(() => {
         onForce();
         server.closeAllConnections();
+        // closeAllConnections knows only HTTP connections; a socket still in its TLS handshake would keep
+        // close() waiting for its own timeout.
+        for (const socket of this.#sockets) socket.destroy();
       }, graceMs);
       // close() stops accepting and closes the connections idle now; busy ones end with their response.
       server.close(() => {

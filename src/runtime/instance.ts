@@ -40,6 +40,7 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
   const drain = new Drain();
   const pipeline = createRequestHandler({ services: () => services, metrics, logger, draining: () => drain.draining });
   const server = createServer(initial, tls, drain.track(pipeline), metrics);
+  drain.watch(server);
   await listen(server, initial.listen.host, initial.listen.port);
   const port = (server.address() as AddressInfo).port;
   logger.info(
