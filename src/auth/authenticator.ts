@@ -6,13 +6,13 @@
  * Reloads follow the file with watch.ts (folder watch plus stat poll: files are replaced by rename). A file
  * that fails to parse is refused whole and the last good one stays in force; it is retried once it changes.
  */
-import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { parseBasicAuthorization } from './basic.js';
 import { BcryptPool } from './bcrypt-pool.js';
 import { CredentialCache } from './credential-cache.js';
-import { PortcullisError, RegistryError, hasErrno } from '../errors.js';
-import { bcryptCost, DEFAULT_BCRYPT_COST, dummyBcryptHash, parseHtpasswd, verifyPassword, type HtpasswdEntry, type HtpasswdFile } from './htpasswd.js';
+import { RegistryError } from '../errors.js';
+import { loadHtpasswdFile, type LoadedHtpasswd } from './htpasswd-file.js';
+import { bcryptCost, DEFAULT_BCRYPT_COST, dummyBcryptHash, verifyPassword, type HtpasswdEntry, type HtpasswdFile } from './htpasswd.js';
 import type { Logger } from '../ops/log.js';
 import { DEFAULT_THROTTLE, FailureThrottle } from './throttle.js';
 import { FileWatcher } from '../runtime/watch.js';
@@ -79,16 +79,16 @@ export class Authenticator {
   static async open(opts: AuthenticatorOptions): Promise<Authenticator> {
     // The watcher starts first so a change made while we read is not missed (at worst it reloads twice).
     const watcher = opts.watch === false ? null : new FileWatcher([opts.htpasswdPath], () => void auth.reload());
-    let users: HtpasswdFile;
+    let loaded: LoadedHtpasswd;
     try {
-      users = await loadHtpasswd(opts.htpasswdPath);
+      loaded = await loadHtpasswdFile(opts.htpasswdPath);
     } catch (err) {
       watcher?.close();
       throw err;
     }
-    const auth: Authenticator = new Authenticator(opts, users);
+    const auth: Authenticator = new Authenticator(opts, loaded.users);
     auth.watcher = watcher;
-    auth.logLoaded('htpasswd loaded');
+    auth.logLoaded('htpasswd loaded', loaded);
     return auth;
   }
 
@@ -163,10 +163,10 @@ export class Authenticator {
   private async reloadNow(): Promise<boolean> {
     if (this.closed) return false;
     try {
-      const users = await loadHtpasswd(this.path);
-      this.entries = users;
-      this.dummyHash = dummyFor(users);
-      this.logLoaded('htpasswd reloaded');
+      const loaded = await loadHtpasswdFile(this.path);
+      this.entries = loaded.users;
+      this.dummyHash = dummyFor(loaded.users);
+      this.logLoaded('htpasswd reloaded', loaded);
       this.onReload?.('ok');
       return true;
     } catch (err) {
@@ -177,25 +177,14 @@ export class Authenticator {
     }
   }
 
-  private logLoaded(msg: string): void {
-    this.logger.info({ file: this.path, users: this.entries.size }, msg);
+  private logLoaded(msg: string, loaded: LoadedHtpasswd): void {
+    this.logger.info({ file: this.path, users: this.entries.size, bytes: loaded.bytes, parsedOn: loaded.parsedOn }, msg);
     let sha = 0;
     for (const e of this.entries.values()) if (e.scheme === 'sha1') sha++;
     if (sha > 0) {
       this.logger.warn({ file: this.path, users: sha }, 'htpasswd has unsalted {SHA} hashes; re-set them with bcrypt: portcullis htpasswd add');
     }
   }
-}
-
-async function loadHtpasswd(path: string): Promise<HtpasswdFile> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    const why = hasErrno(err, 'ENOENT') ? 'no such file' : hasErrno(err, 'EACCES') ? 'permission denied' : err instanceof Error ? err.message : String(err);
-    throw new PortcullisError('PCL_ERR_HTPASSWD', `cannot read htpasswd file ${path}: ${why}`, { cause: err });
-  }
-  return parseHtpasswd(text, path);
 }
 
 /** The dummy hash gets the cost most users have, so an unknown user takes as long as a typical one. */

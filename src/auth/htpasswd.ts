@@ -77,23 +77,33 @@ export function userNameProblem(user: string): string | null {
 
 /** Split text into classified lines. Tolerant: problems are reported per line, never thrown. */
 export function scanHtpasswd(text: string): HtpasswdLine[] {
-  const raw = text.split('\n');
-  if (raw.length > 0 && raw[raw.length - 1] === '') raw.pop(); // the final newline does not start a line
-  return raw.map((rawText, i): HtpasswdLine => {
-    const line = i + 1;
-    const t = rawText.trim(); // like registry:2; also drops the \r of CRLF files
-    if (t === '') return { kind: 'blank', text: rawText, line };
-    if (t.startsWith('#')) return { kind: 'comment', text: rawText, line };
-    const colon = t.indexOf(':');
-    if (colon === -1) return { kind: 'invalid', text: rawText, line, user: null, problem: 'expected user:hash' };
-    const user = t.slice(0, colon);
-    const userProblem = userNameProblem(user);
-    if (userProblem) return { kind: 'invalid', text: rawText, line, user: null, problem: userProblem };
-    const hash = t.slice(colon + 1);
-    const c = classifyHash(hash);
-    if ('problem' in c) return { kind: 'invalid', text: rawText, line, user, problem: c.problem };
-    return { kind: 'entry', text: rawText, line, user, hash, scheme: c.scheme };
-  });
+  return [...htpasswdLines(text)];
+}
+
+/** The lines of a file one by one, so a parse that gives up early never classifies (or holds) the rest. */
+function* htpasswdLines(text: string): Generator<HtpasswdLine> {
+  let start = 0;
+  for (let line = 1; start < text.length; line++) {
+    let end = text.indexOf('\n', start);
+    if (end === -1) end = text.length; // the final newline does not start a line
+    yield classifyLine(text.slice(start, end), line);
+    start = end + 1;
+  }
+}
+
+function classifyLine(rawText: string, line: number): HtpasswdLine {
+  const t = rawText.trim(); // like registry:2; also drops the \r of CRLF files
+  if (t === '') return { kind: 'blank', text: rawText, line };
+  if (t.startsWith('#')) return { kind: 'comment', text: rawText, line };
+  const colon = t.indexOf(':');
+  if (colon === -1) return { kind: 'invalid', text: rawText, line, user: null, problem: 'expected user:hash' };
+  const user = t.slice(0, colon);
+  const userProblem = userNameProblem(user);
+  if (userProblem) return { kind: 'invalid', text: rawText, line, user: null, problem: userProblem };
+  const hash = t.slice(colon + 1);
+  const c = classifyHash(hash);
+  if ('problem' in c) return { kind: 'invalid', text: rawText, line, user, problem: c.problem };
+  return { kind: 'entry', text: rawText, line, user, hash, scheme: c.scheme };
 }
 
 /** Describe a bad line as `SOURCE line N: user "bob": problem`. */
@@ -101,15 +111,20 @@ export function describeLine(source: string, l: { line: number; user: string | n
   return `${source} line ${l.line}: ${l.user === null ? '' : `user ${JSON.stringify(l.user)}: `}${problem}`;
 }
 
+/** A refused file names this many bad lines, then stops reading: a file that is wrong throughout (a binary
+ * mounted by mistake) must cost a short message, not one line of error per line of file. */
+export const MAX_REPORTED_PROBLEMS = 20;
+
 /**
- * Parse a whole file strictly. Throws PortcullisError(PCL_ERR_HTPASSWD) listing every bad line if any line is
- * bad or a user appears twice (Apache would use the first, registry:2 the last: neither is safe to guess).
- * `source` names the file in messages.
+ * Parse a whole file strictly. Throws PortcullisError(PCL_ERR_HTPASSWD) naming the bad lines (up to
+ * MAX_REPORTED_PROBLEMS) if any line is bad or a user appears twice (Apache would use the first, registry:2
+ * the last: neither is safe to guess). `source` names the file in messages.
  */
 export function parseHtpasswd(text: string, source = 'htpasswd'): HtpasswdFile {
   const users: HtpasswdFile = new Map();
   const problems: string[] = [];
-  for (const l of scanHtpasswd(text)) {
+  for (const l of htpasswdLines(text)) {
+    if (problems.length > MAX_REPORTED_PROBLEMS) break;
     if (l.kind === 'invalid') {
       problems.push(describeLine(source, l, l.problem));
     } else if (l.kind === 'entry') {
@@ -119,8 +134,8 @@ export function parseHtpasswd(text: string, source = 'htpasswd'): HtpasswdFile {
     }
   }
   if (problems.length > 0) {
-    const shown = problems.slice(0, 20);
-    if (problems.length > shown.length) shown.push(`... and ${problems.length - shown.length} more bad lines`);
+    const shown = problems.slice(0, MAX_REPORTED_PROBLEMS);
+    if (problems.length > shown.length) shown.push(`... and more bad lines (stopped after ${MAX_REPORTED_PROBLEMS})`);
     throw new PortcullisError('PCL_ERR_HTPASSWD', shown.join('\n'));
   }
   return users;

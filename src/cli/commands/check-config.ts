@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { stringify } from 'yaml';
 import { effectiveConfig } from '../../config/effective.js';
 import { loadConfig } from '../../config/load.js';
-import { parseHtpasswd } from '../../auth/htpasswd.js';
+import { loadHtpasswdFile } from '../../auth/htpasswd-file.js';
 import { loadTlsMaterial } from '../../tls/material.js';
 import type { CommandIO } from '../io.js';
 
@@ -16,13 +16,7 @@ export async function checkConfigCommand(argv: string[], io: CommandIO): Promise
   try {
     const config = loadConfig(file);
     if (config.tls) loadTlsMaterial(config.tls.cert, config.tls.key);
-    let text: string;
-    try {
-      text = readFileSync(config.auth.htpasswd, 'utf8');
-    } catch (err) {
-      throw new Error(`${config.auth.htpasswd}: cannot read htpasswd file: ${(err as Error).message}`);
-    }
-    const users = parseHtpasswd(text, config.auth.htpasswd).size;
+    const users = (await loadHtpasswdFile(config.auth.htpasswd)).users.size;
     if (config.upstream.ca) readFileSync(config.upstream.ca);
     io.stdout.write(`# ${file}: OK (${users} user${users === 1 ? '' : 's'} in ${config.auth.htpasswd})\n`);
     io.stdout.write(stringify(effectiveConfig(config)));
