@@ -89,9 +89,14 @@ export interface SignCertOptions {
   san?: string[] | undefined;
   /** Default 2. Negative values are not supported by openssl; use a past-dated CA for expiry tests. */
   days?: number | undefined;
+  /** extendedKeyUsage of the certificate. Default 'serverAuth'; 'clientAuth' for a client certificate. */
+  usage?: 'serverAuth' | 'clientAuth' | undefined;
 }
 
-/** Issue one more server certificate from a CA made by makeTestCerts (e.g. for a certificate rotation test). */
+/**
+ * Issue one more certificate from a CA made by makeTestCerts: a server certificate (e.g. for a certificate
+ * rotation test) or, with `usage: 'clientAuth'`, a client certificate.
+ */
 export async function signCert(o: SignCertOptions): Promise<{ keyFile: string; leafFile: string; chainFile: string }> {
   const keyFile = join(o.dir, `${o.name}-key.pem`);
   const csrFile = join(o.dir, `${o.name}.csr.pem`);
@@ -105,7 +110,7 @@ export async function signCert(o: SignCertOptions): Promise<{ keyFile: string; l
       `subjectAltName=${san.join(',')}`,
       'basicConstraints=critical,CA:FALSE',
       'keyUsage=critical,digitalSignature,keyEncipherment',
-      'extendedKeyUsage=serverAuth',
+      `extendedKeyUsage=${o.usage ?? 'serverAuth'}`,
       'authorityKeyIdentifier=keyid',
       '',
     ].join('\n'),
