@@ -264,16 +264,8 @@ describe('verifyCrypt: the rounds bound', () => {
 
 // ------------------------------------------------------------------------------------------ against real tools
 
-function runs(cmd: string, args: string[]): boolean {
-  const r = spawnSync(cmd, args, { stdio: 'ignore' });
-  return r.error === undefined && r.status === 0;
-}
-const NO_OPENSSL = runs('openssl', ['passwd', '-6', '-salt', 'ab', 'x']) ? false : 'openssl not installed';
-const NO_HTPASSWD = runs('htpasswd', ['-nbm', 'u', 'p']) ? false : 'htpasswd (apache2-utils) not installed';
-// Python's crypt module is glibc/libxcrypt crypt(3), the code nginx calls; it was removed in Python 3.13.
-const NO_PYTHON_CRYPT = runs('python3', ['-W', 'ignore', '-c', 'import crypt, sys; sys.exit(crypt.crypt("x", "$6$ab$")[:6] != "$6$ab$")'])
-  ? false
-  : 'python3 with a working crypt module not installed';
+// The tools below are required (.ci/run installs them): Python's crypt module is glibc/libxcrypt crypt(3),
+// the code nginx calls (removed in Python 3.13: the cross-check then fails and says so).
 
 // Passwords around the lengths where the algorithms change branch (MD5's 16-byte blocks, SHA-256's 32 and
 // SHA-512's 64 in steps 9-10 and 16), non-ASCII UTF-8, and 200 bytes in ASCII and in UTF-8.
@@ -327,7 +319,7 @@ function agree(cases: ReadonlyArray<readonly [password: string, hash: string, ou
   });
 }
 
-describe('cross-checks against openssl passwd', { skip: NO_OPENSSL }, () => {
+describe('cross-checks against openssl passwd', () => {
   // openssl takes SHA-crypt rounds inside -salt, as crypt(3) settings do.
   const CASES: ReadonlyArray<readonly [flag: '-1' | '-apr1' | '-5' | '-6', salt: string]> = [
     ['-1', 'S'],
@@ -365,7 +357,7 @@ describe('cross-checks against openssl passwd', { skip: NO_OPENSSL }, () => {
   });
 });
 
-describe('cross-checks against htpasswd -nbm (apr1, random salts)', { skip: NO_HTPASSWD }, () => {
+describe('cross-checks against htpasswd -nbm (apr1, random salts)', () => {
   it('verifies what Apache htpasswd writes, and recomputes it exactly', () => {
     agree(
       ['', ...PASSWORDS].map((password) => {
@@ -378,7 +370,7 @@ describe('cross-checks against htpasswd -nbm (apr1, random salts)', { skip: NO_H
   });
 });
 
-describe('cross-checks against crypt(3) through python3', { skip: NO_PYTHON_CRYPT }, () => {
+describe('cross-checks against crypt(3) through python3', () => {
   // A bare method name stands for a random salt from crypt.mksalt (default rounds).
   const SETTINGS: readonly string[] = [
     'MD5',
