@@ -1,13 +1,15 @@
 /**
- * One error catalogue for the whole product.
+ * One error catalogue for the whole product. Every error the code raises is one of the classes below, with a
+ * stable code from the catalogues here; `test/errors.test.ts` fails when a code is raised but not catalogued,
+ * or catalogued but not in the README's error table (fastify keeps its Errors.md honest the same way).
  *
- * Two kinds of errors live here:
+ * Two kinds:
  * - `RegistryError`s go on the wire. Their body is the distribution error envelope
  *   `{"errors":[{"code","message","detail"}]}` (distribution `registry/api/errcode`), because docker,
  *   containerd and containers/image parse only that shape, and only when the Content-Type is JSON.
  *   An HTML error page shows up in docker as "invalid character '<'" and is retried (harbor#15823).
- * - `PortcullisError`s stay inside the process (config, certificates, CLI). Each has a stable `code`
- *   so tests and operators can match on it instead of on a message.
+ * - `PortcullisError`s stay inside the process (config, certificates, CLI, the exchange with the registry).
+ *   Each has a stable `code` so tests and operators can match on it instead of on a message.
  */
 
 /** Registry error codes we emit, with the status the distribution spec pairs them with. */
@@ -16,13 +18,27 @@ export const REGISTRY_ERRORS = {
   DENIED: 403,
   NAME_INVALID: 400,
   UNSUPPORTED: 405,
-  SIZE_INVALID: 400,
   TOOMANYREQUESTS: 429,
   UNAVAILABLE: 503,
   UNKNOWN: 500,
 } as const;
 
 export type RegistryErrorCode = keyof typeof REGISTRY_ERRORS;
+
+/** Codes of errors that never reach the wire, and what each means. */
+export const PORTCULLIS_ERRORS = {
+  PCL_ERR_CONFIG: 'proxy.yaml or an environment override is invalid (the message names file, line and key)',
+  PCL_ERR_CONFIG_IO: 'proxy.yaml, or a file a PORTCULLIS_*_FILE variable names, cannot be read',
+  PCL_ERR_TLS: 'a certificate, key or CA cannot be read, parsed or paired',
+  PCL_ERR_HTPASSWD: 'the htpasswd file cannot be read, is too large, or has a bad line (named)',
+  PCL_ERR_USAGE: 'a command was called with wrong arguments',
+  PCL_ERR_PROMPT: 'a password could not be read from the terminal or standard input',
+  PCL_ERR_UPSTREAM_TIMEOUT: 'the registry sent and read nothing for upstream.timeout (answered 504, or the stream cut)',
+  PCL_ERR_FRAMING: 'a request body did not match its declared length (the exchange is cut)',
+  PCL_ERR_DEPENDENCY: 'a library lacks something the proxy relies on (refused at start-up)',
+} as const;
+
+export type PortcullisErrorCode = keyof typeof PORTCULLIS_ERRORS;
 
 export interface RegistryErrorBody {
   errors: Array<{ code: RegistryErrorCode; message: string; detail?: unknown }>;
@@ -56,14 +72,6 @@ export class RegistryError extends Error {
   }
 }
 
-/** Stable codes for errors that never reach the wire. */
-export type PortcullisErrorCode =
-  | 'PCL_ERR_CONFIG'
-  | 'PCL_ERR_CONFIG_IO'
-  | 'PCL_ERR_TLS'
-  | 'PCL_ERR_HTPASSWD'
-  | 'PCL_ERR_USAGE';
-
 export class PortcullisError extends Error {
   readonly code: PortcullisErrorCode;
 
@@ -74,7 +82,27 @@ export class PortcullisError extends Error {
   }
 }
 
+/** The registry was idle past `upstream.timeout`: told apart from a reset so it is answered 504, not 502. */
+export class UpstreamTimeoutError extends PortcullisError {
+  constructor(message: string) {
+    super('PCL_ERR_UPSTREAM_TIMEOUT', message);
+  }
+}
+
+/** A request body did not match its framing: the exchange is cut, never answered as if it were whole. */
+export class FramingError extends PortcullisError {
+  constructor(message: string) {
+    super('PCL_ERR_FRAMING', message);
+  }
+}
+
 /** Is `err` a Node system error with this errno code (ECONNREFUSED, ENOENT, ...)? */
 export function hasErrno(err: unknown, ...codes: string[]): boolean {
   return typeof err === 'object' && err !== null && 'code' in err && codes.includes(String(err.code));
+}
+
+/** A short, stable word for any error, for logs: its code when it has one, else its message. */
+export function codeOf(err: unknown): string {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
+  return err instanceof Error ? err.message : String(err);
 }

@@ -6,8 +6,14 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
-import { Forwarder, type Exchange } from '../src/proxy/forwarder.ts';
-import { forwardHeaders, requestFraming, type Framing } from '../src/proxy/headers.ts';
+import { BodyLimit } from '../src/proxy/body-limit.ts';
+import { Forwarder, type UpstreamOutcome } from '../src/proxy/forwarder.ts';
+import { forwardHeaders, requestFraming, rewriteResponseHeaders, type Framing } from '../src/proxy/headers.ts';
+import { createLogger } from '../src/ops/log.ts';
+import { eventually } from './helpers/wait.js';
+
+/** What one exchange came to, as the pipeline's access log would record it. */
+type Exchange = UpstreamOutcome & { aborted: boolean };
 
 interface Harness {
   url: string;
@@ -21,22 +27,31 @@ async function listen(server: net.Server): Promise<number> {
   return (server.address() as AddressInfo).port;
 }
 
-/** A front server that forwards everything to `upstreamPort` the way the pipeline does. */
-async function front(upstreamPort: number, opts: { timeoutMs?: number; maxBodySize?: number } = {}): Promise<Harness> {
+/** A front server that plans each exchange the way the pipeline does (framing, meter, header rewrites). */
+async function front(
+  upstreamPort: number,
+  opts: { timeoutMs?: number; maxBodySize?: number; transformJson?: (body: unknown, headers: http.IncomingHttpHeaders) => Promise<unknown> } = {},
+): Promise<Harness> {
+  const origin = `http://127.0.0.1:${upstreamPort}`;
   const forwarder = new Forwarder({
-    upstream: new URL(`http://127.0.0.1:${upstreamPort}`),
+    upstream: new URL(origin),
     ca: null,
     timeoutMs: opts.timeoutMs ?? 5000,
     maxSockets: 16,
-    maxBodySize: opts.maxBodySize ?? 0,
-    internalOrigins: [`http://127.0.0.1:${upstreamPort}`],
+    logger: createLogger('silent'),
   });
   const exchanges: Exchange[] = [];
   const server = http.createServer({ requestTimeout: 0 }, (req, res) => {
     const host = req.headers.host ?? '';
     const framing = requestFraming(req.headers) as Framing;
     req.headers = forwardHeaders(req.headers, framing, { clientIp: '127.0.0.1', proto: 'https', host });
-    void forwarder.forward(req, res, `https://${host}`, framing).then((e) => exchanges.push(e));
+    const body = framing.kind === 'chunked' || (framing.kind === 'length' && framing.length > 0)
+      ? new BodyLimit(opts.maxBodySize ?? 0, framing.kind === 'length' ? framing.length : null)
+      : null;
+    const outcome: UpstreamOutcome = { status: null, ms: null, bytesOut: 0, error: null, settled: false };
+    res.once('close', () => exchanges.push({ ...outcome, aborted: !res.writableFinished && !outcome.settled }));
+    const plan = { body, responseHeaders: (h: http.IncomingHttpHeaders) => rewriteResponseHeaders(h, [origin], `https://${host}`) };
+    void forwarder.forward(req, res, opts.transformJson ? { ...plan, transformJson: opts.transformJson } : plan, outcome);
   });
   const port = await listen(server);
   return {
@@ -193,9 +208,8 @@ test('chunked body over the limit: 413 DENIED, upstream never gets a byte past t
   const err = JSON.parse(res.body).errors[0];
   assert.equal(err.code, 'DENIED');
   assert.match(err.message, /64K/);
-  await new Promise((r) => setTimeout(r, 100));
+  await eventually('the upstream request was aborted, not completed', async () => upstreamAborted);
   assert.ok(received <= limit, `upstream received ${received} bytes, limit ${limit}`);
-  assert.ok(upstreamAborted, 'the upstream request was aborted, not completed');
   assert.equal(h.exchanges.at(-1)?.error, 'body_too_large');
 });
 
@@ -224,9 +238,8 @@ test('clients aborting mid-download release their upstream sockets (no leak afte
       req.on('error', () => resolve());
     });
   }
-  await new Promise((r) => setTimeout(r, 300));
-  assert.equal(open.size, 0, `${open.size} upstream sockets still open after 25 aborts`);
-  assert.equal(h.exchanges.filter((e) => e.aborted).length, 25);
+  await eventually(`no upstream socket left open after 25 aborts (open: ${open.size})`, async () => open.size === 0);
+  await eventually('25 exchanges recorded as aborted', async () => h.exchanges.filter((e) => e.aborted).length === 25);
 });
 
 test('an early upstream answer to a big upload (before the body is read) reaches the client every time', async () => {
@@ -273,4 +286,45 @@ test('keep-alive: sequential requests reuse one upstream connection', async () =
   cleanups.push(h.close);
   for (let i = 0; i < 10; i++) assert.equal((await request(`${h.url}/v2/`, { headers: { Connection: 'close' } })).status, 200);
   assert.equal(connections, 1, 'a client Connection: close must not close the pooled upstream socket');
+});
+
+test('a JSON answer goes through the plan\'s transform (headers too); other answers stream untouched', async () => {
+  const blob = Buffer.alloc(256 * 1024, 7);
+  const up = await upstream((req, res) => {
+    if (req.url === '/v2/_catalog') {
+      res.writeHead(200, { 'Content-Type': 'application/json', Link: '</v2/_catalog?last=c&n=3>; rel="next"' });
+      res.end(JSON.stringify({ repositories: ['a', 'b', 'c'] }));
+    } else if (req.url === '/v2/huge') {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(`{"x":"${'y'.repeat(9 * 1024 * 1024)}"}`);
+    } else {
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(blob.length) });
+      res.end(blob);
+    }
+  });
+  const seen: unknown[] = [];
+  const h = await front(up.port, {
+    transformJson: async (body, headers) => {
+      seen.push(body);
+      delete headers.link;
+      const { repositories } = body as { repositories: string[] };
+      return { repositories: repositories.filter((r) => r !== 'b') };
+    },
+  });
+  cleanups.push(h.close);
+  const catalog = await request(`${h.url}/v2/_catalog`);
+  assert.equal(catalog.status, 200);
+  assert.deepEqual(JSON.parse(catalog.body), { repositories: ['a', 'c'] });
+  assert.equal(catalog.headers['content-length'], String(Buffer.byteLength(catalog.body)));
+  assert.equal(catalog.headers.link, undefined, 'the transform may edit headers');
+  assert.deepEqual(seen, [{ repositories: ['a', 'b', 'c'] }]);
+
+  const raw = await request(`${h.url}/v2/a/blobs/sha256:x`);
+  assert.equal(raw.status, 200);
+  assert.equal(raw.body.length, blob.length, 'a blob is not handed to the transform');
+  assert.equal(seen.length, 1);
+
+  const huge = await request(`${h.url}/v2/huge`);
+  assert.equal(huge.status, 502, 'a JSON answer too large to transform is refused, not passed through unfiltered');
+  assert.equal(h.exchanges.at(-1)?.error, 'bad_upstream_json');
 });

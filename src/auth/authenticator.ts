@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { parseBasicAuthorization } from './basic.js';
 import { BcryptPool } from './bcrypt-pool.js';
 import { CredentialCache } from './credential-cache.js';
-import { RegistryError } from '../errors.js';
+import { PortcullisError, RegistryError } from '../errors.js';
 import { loadHtpasswdFile, type LoadedHtpasswd } from './htpasswd-file.js';
 import { bcryptCost, DEFAULT_BCRYPT_COST, dummyBcryptHash, verifyPassword, type HtpasswdEntry, type HtpasswdFile } from './htpasswd.js';
 import type { Logger } from '../ops/log.js';
@@ -24,21 +24,18 @@ import { FileWatcher } from '../runtime/watch.js';
  */
 export type AuthOutcome = 'ok' | 'cached' | 'failed' | 'throttled' | 'anonymous' | 'malformed';
 
-export interface AuthResult {
-  outcome: AuthOutcome;
-  /** The authenticated user for ok and cached; null otherwise. */
-  user: string | null;
-  /** For the log only, never for the client (it would tell which user names exist). */
-  reason?: string;
-}
+/** `user` is the authenticated user for ok and cached; `reason` is for the log only, never for the client (it
+ * would tell which user names exist). */
+export type AuthResult =
+  | { outcome: 'ok' | 'cached'; user: string; reason?: string }
+  | { outcome: Exclude<AuthOutcome, 'ok' | 'cached' | 'throttled'>; user: null; reason?: string }
+  | { outcome: 'throttled'; user: null; reason?: string; /** When this address may try again. */ retryAfterMs: number };
 
 export interface AuthenticatorOptions {
   htpasswdPath: string;
   cacheTtlMs: number;
   cacheSize: number;
   logger: Logger;
-  /** Worker threads for bcrypt; default 1. */
-  bcryptWorkers?: number;
   /** Default 10 failures per 60 s; maxFailures 0 disables it. */
   throttle?: { maxFailures: number; windowMs: number };
   /** Called after each reload attempt (not the initial load). */
@@ -47,6 +44,9 @@ export interface AuthenticatorOptions {
   watch?: boolean;
 }
 
+
+/** How long to tell a client to wait when every password worker is busy with a queue behind it. */
+const QUEUE_FULL_RETRY_MS = 1000;
 
 export class Authenticator {
   private readonly path: string;
@@ -69,7 +69,9 @@ export class Authenticator {
     this.onReload = opts.onReload;
     this.cache = new CredentialCache({ ttlMs: opts.cacheTtlMs, maxEntries: opts.cacheSize });
     this.throttle = new FailureThrottle(opts.throttle ?? DEFAULT_THROTTLE);
-    this.pool = new BcryptPool({ size: opts.bcryptWorkers ?? 1 });
+    // One password thread per process: `workers: N` scales it with the processes, and a second thread per
+    // process would only compete with the streams for the same cores.
+    this.pool = new BcryptPool({ size: 1 });
     this.compareBcrypt = (password, hash) => this.pool.compare(password, hash);
     this.entries = users;
     this.dummyHash = dummyFor(users);
@@ -106,7 +108,7 @@ export class Authenticator {
     // Good cached credentials pass even from a throttled address (a brute force must not block a build host).
     if (entry && this.cache.get(key, user) !== null) return { outcome: 'cached', user };
     if (this.throttle.isThrottled(clientIp)) {
-      return { outcome: 'throttled', user: null, reason: 'too many failed logins from this address' };
+      return { outcome: 'throttled', user: null, reason: 'too many failed logins from this address', retryAfterMs: this.throttle.retryAfterMs(clientIp) };
     }
     let result: Awaited<ReturnType<CredentialCache['getOrVerify']>>;
     try {
@@ -117,7 +119,7 @@ export class Authenticator {
       });
     } catch (err) {
       if (err instanceof RegistryError && err.code === 'TOOMANYREQUESTS') {
-        return { outcome: 'throttled', user: null, reason: 'too many password checks queued' };
+        return { outcome: 'throttled', user: null, reason: 'too many password checks queued', retryAfterMs: QUEUE_FULL_RETRY_MS };
       }
       throw err; // RegistryError UNAVAILABLE: verification itself broke, not the client's fault
     }
@@ -170,7 +172,7 @@ export class Authenticator {
       this.onReload?.('ok');
       return true;
     } catch (err) {
-      const error = err instanceof Error ? err : new Error(String(err));
+      const error = err instanceof Error ? err : new PortcullisError('PCL_ERR_HTPASSWD', String(err));
       this.logger.error({ file: this.path, users: this.entries.size, err: error.message }, 'htpasswd reload refused, keeping the last good file');
       this.onReload?.('error', error);
       return false;

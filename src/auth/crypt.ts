@@ -17,6 +17,7 @@
  * loop, and refuse rounds above MAX_SHA_CRYPT_ROUNDS.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { PortcullisError } from '../errors.js';
 
 export type CryptScheme = 'md5crypt' | 'apr1' | 'sha256crypt' | 'sha512crypt';
 
@@ -104,7 +105,7 @@ export function md5Crypt(password: string | Buffer, salt: string, magic: '$1$' |
  * as `rounds=N$` only when given, even when it equals the default, as crypt(3) does.
  */
 export function shaCrypt(password: string | Buffer, salt: string, variant: 5 | 6, rounds?: number): string {
-  if (rounds !== undefined && !Number.isSafeInteger(rounds)) throw new RangeError(`SHA-crypt rounds must be an integer, not ${rounds}`);
+  if (rounds !== undefined && !Number.isSafeInteger(rounds)) throw new PortcullisError('PCL_ERR_HTPASSWD', `SHA-crypt rounds must be an integer, not ${rounds}`);
   const n = rounds === undefined ? SHA_CRYPT_DEFAULT_ROUNDS : Math.min(Math.max(rounds, SHA_CRYPT_MIN_ROUNDS), SHA_CRYPT_MAX_ROUNDS);
   const algorithm = variant === 5 ? 'sha256' : 'sha512';
   const size = variant === 5 ? 32 : 64;
@@ -168,7 +169,7 @@ export function parseCryptHash(hash: string): ParsedCryptHash | null {
 /**
  * Does `password` (a string is taken as UTF-8) match `hash`? Recomputes the whole hash string and compares
  * it in constant time. False for a hash parseCryptHash refuses (no password can match it). Throws a
- * RangeError for SHA-crypt rounds above MAX_SHA_CRYPT_ROUNDS, which callers must refuse before this point:
+ * PortcullisError (PCL_ERR_HTPASSWD) for SHA-crypt rounds above MAX_SHA_CRYPT_ROUNDS, which callers must refuse before this point:
  * failing loudly beats holding a thread for minutes or passing the refusal off as a wrong password.
  */
 export function verifyCrypt(password: string | Buffer, hash: string): boolean {
@@ -185,7 +186,7 @@ export function verifyCrypt(password: string | Buffer, hash: string): boolean {
     case 'sha256crypt':
     case 'sha512crypt':
       if (parsed.rounds > MAX_SHA_CRYPT_ROUNDS) {
-        throw new RangeError(`SHA-crypt rounds=${parsed.rounds} is above the ${MAX_SHA_CRYPT_ROUNDS} accepted`);
+        throw new PortcullisError('PCL_ERR_HTPASSWD', `SHA-crypt rounds=${parsed.rounds} is above the ${MAX_SHA_CRYPT_ROUNDS} accepted`);
       }
       computed = shaCrypt(password, parsed.salt, parsed.scheme === 'sha256crypt' ? 5 : 6, parsed.roundsExplicit ? parsed.rounds : undefined);
       break;
@@ -205,7 +206,7 @@ function bytes(password: string | Buffer): Buffer {
 function cryptSalt(salt: string, max: number): string {
   const dollar = salt.indexOf('$');
   const s = (dollar === -1 ? salt : salt.slice(0, dollar)).slice(0, max);
-  if (!SALT_CHAR_RE.test(s)) throw new RangeError('crypt salt may hold only printable ASCII other than $:;!*\\');
+  if (!SALT_CHAR_RE.test(s)) throw new PortcullisError('PCL_ERR_HTPASSWD', 'crypt salt may hold only printable ASCII other than $:;!*\\');
   return s;
 }
 

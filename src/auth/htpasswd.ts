@@ -33,8 +33,10 @@ export type HtpasswdLine =
 
 /** bcrypt reads only this many bytes of a password (the Blowfish key schedule takes 18 32-bit words). */
 export const BCRYPT_MAX_PASSWORD_BYTES = 72;
+/** Costs we write, as Apache `htpasswd -C` accepts them (4..17): past 17 every uncached login takes seconds.
+ * Reading accepts any cost a valid hash may carry (04..31), so files made elsewhere still load. */
 export const BCRYPT_MIN_COST = 4;
-export const BCRYPT_MAX_COST = 31;
+export const BCRYPT_MAX_COST = 17;
 /** Apache's default is 5; 12 costs about 0.25 s in bcryptjs, which the credential cache pays once per TTL. */
 export const DEFAULT_BCRYPT_COST = 12;
 /** Apache `htpasswd` refuses longer user names. */
@@ -148,13 +150,6 @@ export function formatHtpasswdLine(user: string, hash: string): string {
   const c = classifyHash(hash);
   if ('problem' in c) throw new PortcullisError('PCL_ERR_HTPASSWD', `cannot write user ${JSON.stringify(user)}: ${c.problem}`);
   return `${user}:${hash}`;
-}
-
-/** A whole file from entries, one line each, newline-terminated. */
-export function serializeHtpasswd(entries: Iterable<readonly [string, { readonly hash: string }]>): string {
-  let out = '';
-  for (const [user, e] of entries) out += `${formatHtpasswdLine(user, e.hash)}\n`;
-  return out;
 }
 
 /**

@@ -1,26 +1,48 @@
 /**
- * The request pipeline, read top to bottom:
- * classify -> authenticate -> check the declared size -> 100-continue -> rewrite headers -> forward -> log.
+ * The request pipeline. `serve()` reads top to bottom:
+ *   1. what is asked: the target, the body's framing, the singleton headers -> a Route
+ *   2. who asks: authentication -> an Identity, or 401 / 429
+ *   3. may they: authorization -> 401 for anonymous, 403 DENIED for a known caller
+ *   4. the declared size and `Expect: 100-continue`
+ *   5. forwarding: the registry's headers, the body through its meter, the response headers through the
+ *      Location rewrite (and a JSON answer through a transform where a route needs one)
+ * Every exchange ends in one place, `finish()`, when its response closes: one access-log line, the metrics.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { accessLevel, type AccessRecord } from '../ops/access-log.js';
+import type { TLSSocket } from 'node:tls';
+import type { Authorizer } from '../access/policy.js';
+import { authenticate, type RequestCredentials } from '../auth/authentication.js';
 import type { AuthOutcome, Authenticator } from '../auth/authenticator.js';
-import { bodyTooLarge } from '../proxy/body-limit.js';
+import { nameOf } from '../auth/identity.js';
 import type { Config } from '../config/schema.js';
 import { RegistryError } from '../errors.js';
-import { clientIpOf, clientOriginOf, duplicatedSingleton, forwardHeaders, requestFraming } from '../proxy/headers.js';
+import { accessLevel, type AccessRecord } from '../ops/access-log.js';
 import type { Logger } from '../ops/log.js';
 import { statusClass, type Metrics } from '../ops/metrics.js';
-import type { Exchange, Forwarder } from '../proxy/forwarder.js';
+import { BodyLimit, bodyTooLarge } from '../proxy/body-limit.js';
+import type { Forwarder, UpstreamOutcome } from '../proxy/forwarder.js';
+import {
+  clientIpOf,
+  clientOriginOf,
+  duplicatedSingleton,
+  forwardHeaders,
+  requestFraming,
+  rewriteResponseHeaders,
+  type Framing,
+} from '../proxy/headers.js';
 import { sendError, unauthorized } from './reply.js';
-import { classify, isAmbiguousPath, splitTarget } from './route.js';
+import { classify, isAmbiguousPath, isRegistryPath, queryProblem, splitTarget, type Route } from './route.js';
+import type { Router } from './router.js';
 
 /** What a request needs. Replaced as a whole on reload, so one request never sees half of two configs. */
 export interface Services {
   readonly config: Config;
   readonly authenticator: Authenticator;
+  readonly authorizer: Authorizer;
   readonly forwarder: Forwarder;
+  /** Paths outside the registry API (/v2/). */
+  readonly router: Router;
 }
 
 export interface PipelineDeps {
@@ -31,143 +53,173 @@ export interface PipelineDeps {
   draining: () => boolean;
 }
 
+/** Everything one exchange learns, filled in as the pipeline goes, for its log line and metrics. */
+interface Exchange {
+  readonly started: number;
+  readonly record: AccessRecord;
+  auth: AuthOutcome | null;
+  /** The request body's meter, once the request is forwarded with a body. */
+  meter: BodyLimit | null;
+  /** The registry side, once forwarded. */
+  upstream: UpstreamOutcome | null;
+}
+
 export function createRequestHandler(deps: PipelineDeps): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     const services = deps.services();
-    const started = performance.now();
-    const record: AccessRecord = {
-      reqId: randomUUID(),
-      clientIp: clientIpOf(req.socket.remoteAddress),
-      user: null,
-      method: req.method ?? 'GET',
-      path: '',
-      repository: null,
-      operation: 'other',
-      status: 0,
-      bytesIn: 0,
-      bytesOut: 0,
-      durationMs: 0,
-      upstreamStatus: null,
-      aborted: false,
-      error: null,
-    };
-    const outcome: Outcome = { auth: null, exchange: null, forwarding: false };
+    const ex: Exchange = { started: performance.now(), record: newRecord(req), auth: null, meter: null, upstream: null };
     deps.metrics.inFlight.inc();
     if (deps.draining()) res.shouldKeepAlive = false;
-    // A forwarded exchange is finished by the forwarder (it knows bytes, upstream status, aborts);
-    // anything answered here, or abandoned before forwarding, is finished when the response closes.
-    const done = (): void => finish(deps, record, outcome, res, started);
-    res.once('close', () => {
-      if (!outcome.forwarding) done();
+    res.once('close', () => finish(deps, ex, res));
+    serve(req, res, services, ex).catch((err: unknown) => {
+      if (err instanceof RegistryError) {
+        // An expected refusal raised below the pipeline (e.g. the password workers are saturated or down).
+        ex.record.error = err.code.toLowerCase();
+        sendError(res, err);
+        return;
+      }
+      // A bug, not a client problem: answer 500 and keep serving everyone else.
+      ex.record.error = 'internal';
+      deps.logger.error({ reqId: ex.record.reqId, err: err instanceof Error ? err.stack : String(err) }, 'request failed');
+      sendError(res, new RegistryError('UNKNOWN', 'internal proxy error'));
     });
-
-    handle(req, res, services, record, outcome).then(
-      () => {
-        if (outcome.forwarding) done();
-      },
-      (err: unknown) => {
-        if (err instanceof RegistryError) {
-          // An expected refusal raised below the pipeline (e.g. the bcrypt workers are saturated or down).
-          record.error = err.code.toLowerCase();
-          sendError(res, err);
-        } else {
-          // A bug, not a client problem: answer 500 and keep serving everyone else.
-          record.error = 'internal';
-          deps.logger.error({ reqId: record.reqId, err: err instanceof Error ? err.stack : String(err) }, 'request failed');
-          sendError(res, new RegistryError('UNKNOWN', 'internal proxy error'));
-        }
-        if (outcome.forwarding) done();
-      },
-    );
   };
 }
 
-/** What the pipeline learnt beyond the access record, for metrics. */
-interface Outcome {
-  auth: AuthOutcome | null;
-  exchange: Exchange | null;
-  /** Handed to the forwarder, which reports the end of the exchange. */
-  forwarding: boolean;
-}
+async function serve(req: IncomingMessage, res: ServerResponse, services: Services, ex: Exchange): Promise<void> {
+  const { config } = services;
+  const { record } = ex;
 
-async function handle(
-  req: IncomingMessage,
-  res: ServerResponse,
-  services: Services,
-  record: AccessRecord,
-  outcome: Outcome,
-): Promise<void> {
-  const { config, authenticator, forwarder } = services;
-  const target = req.url ?? '';
-  const { path } = splitTarget(target);
-  const route = classify(path);
+  // 1. What is asked.
+  const asked = readRequest(req);
+  if ('refusal' in asked) return sendError(res, asked.refusal, { close: true });
+  const { path, route, framing } = asked;
   record.path = path;
   record.operation = route.operation;
   record.repository = route.repository;
-
-  if (!target.startsWith('/')) {
-    return sendError(res, new RegistryError('UNSUPPORTED', 'request target must be a path', { status: 400 }), { close: true });
-  }
-  if (isAmbiguousPath(path)) {
-    // The registry's router would decode or clean this path into another name than the one we see.
-    return sendError(res, new RegistryError('NAME_INVALID', 'invalid repository path', { status: 400 }));
-  }
-  if (!path.startsWith('/v2/') && path !== '/v2') {
+  if (!isRegistryPath(path)) {
+    const handler = services.router.find(path);
+    if (handler) return handler(req, res);
     return sendError(res, new RegistryError('UNSUPPORTED', 'not a registry API path (/v2/)', { status: 404 }));
   }
-  // The request's framing and its singleton headers are settled before anything reads or rewrites them.
-  const duplicated = duplicatedSingleton(req.rawHeaders);
-  if (duplicated !== null) {
-    return sendError(res, new RegistryError('UNSUPPORTED', `more than one ${duplicated} header`, { status: 400 }), { close: true });
+
+  // 2. Who asks.
+  const authn = await authenticate(services.authenticator, credentialsOf(req, record.clientIp));
+  ex.auth = authn.outcome;
+  if (authn.kind === 'refused') {
+    if (authn.outcome !== 'throttled') {
+      return sendError(res, unauthorized(config.auth.realm, authn.outcome === 'malformed' ? 'malformed Authorization header' : 'authentication required'));
+    }
+    const retry = String(Math.max(1, Math.ceil(authn.retryAfterMs / 1000)));
+    return sendError(res, new RegistryError('TOOMANYREQUESTS', 'too many failed logins; try again later', { headers: { 'Retry-After': retry } }));
   }
-  const framing = requestFraming(req.headers);
-  if ('problem' in framing) {
-    return sendError(res, new RegistryError('UNSUPPORTED', framing.problem, { status: 501 }), { close: true });
+  record.user = nameOf(authn.identity);
+
+  // 3. May they.
+  const decision = services.authorizer.authorize(authn.identity, route);
+  if (!decision.allowed) {
+    // Anonymous callers get the challenge: docker and podman send credentials only after one.
+    if (authn.identity.kind === 'anonymous') return sendError(res, unauthorized(config.auth.realm));
+    record.error = 'denied';
+    return sendError(res, new RegistryError('DENIED', 'requested access to the resource is denied'));
   }
 
-  const auth = await authenticator.authenticate(req.headers.authorization, record.clientIp);
-  outcome.auth = auth.outcome;
-  if (auth.outcome === 'throttled') {
-    const retry = Math.ceil(config.auth.failureWindowMs / 1000);
-    return sendError(res, new RegistryError('TOOMANYREQUESTS', 'too many failed logins; try again later', { headers: { 'Retry-After': String(retry) } }));
-  }
-  if (auth.outcome !== 'ok' && auth.outcome !== 'cached') {
-    const message = auth.outcome === 'malformed' ? 'malformed Authorization header' : 'authentication required';
-    return sendError(res, unauthorized(config.auth.realm, message));
-  }
-  record.user = auth.user;
-
-  if (config.limits.maxBodySize > 0 && framing.kind === 'length' && framing.length > config.limits.maxBodySize) {
+  // 4. The declared size, then `100 Continue`: Node sends it only because we listen for 'checkContinue',
+  // so the client sends its body only once it is authenticated, authorized and within the limit.
+  const limit = config.limits.maxBodySize;
+  if (limit > 0 && framing.kind === 'length' && framing.length > limit) {
     // Refused before a byte reaches the registry; close so we need not read the body at all.
     record.error = 'body_too_large';
-    return sendError(res, bodyTooLarge(config.limits.maxBodySize), { close: true });
+    return sendError(res, bodyTooLarge(limit), { close: true });
   }
-  // Node only skips its automatic `100 Continue` because we listen for 'checkContinue': the client sends
-  // its body only once it is authenticated and within the limit.
   if (/100-continue/i.test(String(req.headers.expect ?? ''))) res.writeContinue();
 
+  // 5. Forward.
   const proto = config.tls ? 'https' : 'http';
   const listenHost = `${config.listen.host}:${config.listen.port}`;
   const clientOrigin = clientOriginOf(proto, req.headers.host, listenHost);
-  // In place of the client's: http-proxy copies `req.headers` (and skips its own hook when `Expect` is present,
-  // node-http-proxy#1447, so this is the one place that works for every request).
+  const internalOrigins = [config.upstream.url.origin, ...config.upstream.aliases];
+  // In place of the client's: http-proxy copies `req.headers` (and skips its own hook when `Expect` is
+  // present, node-http-proxy#1447, so this is the one place that works for every request).
   req.headers = forwardHeaders(req.headers, framing, { clientIp: record.clientIp, proto, host: req.headers.host ?? listenHost });
-  outcome.forwarding = true;
-  outcome.exchange = await forwarder.forward(req, res, clientOrigin, framing);
+  ex.meter = hasBody(framing) ? new BodyLimit(limit, framing.kind === 'length' ? framing.length : null) : null;
+  ex.upstream = { status: null, ms: null, bytesOut: 0, error: null, settled: false };
+  await services.forwarder.forward(
+    req,
+    res,
+    { body: ex.meter, responseHeaders: (headers) => rewriteResponseHeaders(headers, internalOrigins, clientOrigin) },
+    ex.upstream,
+  );
 }
 
-function finish(deps: PipelineDeps, record: AccessRecord, outcome: Outcome, res: ServerResponse, started: number): void {
+/** Step 1: the request as the proxy will treat it, or why it is refused before anything else happens. */
+function readRequest(req: IncomingMessage): { path: string; route: Route; framing: Framing } | { refusal: RegistryError } {
+  const target = req.url ?? '';
+  if (!target.startsWith('/')) return { refusal: new RegistryError('UNSUPPORTED', 'request target must be a path', { status: 400 }) };
+  const { path, query } = splitTarget(target);
+  if (isAmbiguousPath(path)) {
+    // The registry's router would decode or clean this path into another name than the one we see.
+    return { refusal: new RegistryError('NAME_INVALID', 'invalid repository path', { status: 400 }) };
+  }
+  const badQuery = queryProblem(query);
+  if (badQuery !== null) return { refusal: new RegistryError('UNSUPPORTED', badQuery, { status: 400 }) };
+  const duplicated = duplicatedSingleton(req.rawHeaders);
+  if (duplicated !== null) return { refusal: new RegistryError('UNSUPPORTED', `more than one ${duplicated} header`, { status: 400 }) };
+  const framing = requestFraming(req.headers);
+  if ('problem' in framing) return { refusal: new RegistryError('UNSUPPORTED', framing.problem, { status: 501 }) };
+  return { path, route: classify(req.method ?? 'GET', path, query), framing };
+}
+
+function hasBody(framing: Framing): boolean {
+  return framing.kind === 'chunked' || (framing.kind === 'length' && framing.length > 0);
+}
+
+function credentialsOf(req: IncomingMessage, clientIp: string): RequestCredentials {
+  const socket = req.socket as Partial<TLSSocket>;
+  return {
+    authorization: req.headers.authorization,
+    clientIp,
+    peerCertificate: () => {
+      if (socket.authorized !== true || typeof socket.getPeerCertificate !== 'function') return null;
+      const cert = socket.getPeerCertificate();
+      return cert && Object.keys(cert).length > 0 ? cert : null;
+    },
+  };
+}
+
+function newRecord(req: IncomingMessage): AccessRecord {
+  return {
+    reqId: randomUUID(),
+    clientIp: clientIpOf(req.socket.remoteAddress),
+    user: null,
+    method: req.method ?? 'GET',
+    path: '',
+    repository: null,
+    operation: 'other',
+    status: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    durationMs: 0,
+    upstreamStatus: null,
+    aborted: false,
+    error: null,
+  };
+}
+
+/** The one end of every exchange, answered here or forwarded: when its response has closed. */
+function finish(deps: PipelineDeps, ex: Exchange, res: ServerResponse): void {
   const { metrics, logger } = deps;
-  const ex = outcome.exchange;
+  const { record, upstream } = ex;
   record.status = res.statusCode;
-  record.durationMs = Math.round((performance.now() - started) * 10) / 10;
-  record.aborted = ex ? ex.aborted : !res.writableFinished;
-  if (ex) {
-    record.bytesIn = ex.bytesIn;
-    record.bytesOut = ex.bytesOut;
-    record.upstreamStatus = ex.upstreamStatus;
-    if (ex.upstreamMs !== null) metrics.upstreamLatency.observe({ operation: record.operation }, ex.upstreamMs / 1000);
-    record.error = ex.error ?? record.error;
+  record.durationMs = Math.round((performance.now() - ex.started) * 10) / 10;
+  // Aborted: the client left before its response was whole, and not because the proxy cut the exchange.
+  record.aborted = !res.writableFinished && !(upstream?.settled ?? false);
+  record.bytesIn = ex.meter?.bytes ?? 0;
+  if (upstream) {
+    record.bytesOut = upstream.bytesOut;
+    record.upstreamStatus = upstream.status;
+    record.error = upstream.error ?? record.error;
+    if (upstream.ms !== null) metrics.upstreamLatency.observe({ operation: record.operation }, upstream.ms / 1000);
   } else {
     record.bytesOut = Number(res.getHeader('content-length') ?? 0);
   }
@@ -175,7 +227,7 @@ function finish(deps: PipelineDeps, record: AccessRecord, outcome: Outcome, res:
   metrics.inFlight.dec();
   metrics.requests.inc(labels);
   metrics.duration.observe(labels, record.durationMs / 1000);
-  if (outcome.auth) metrics.auth.inc({ outcome: outcome.auth });
+  if (ex.auth) metrics.auth.inc({ outcome: ex.auth });
   if (record.bytesIn) metrics.bytes.inc({ direction: 'in' }, record.bytesIn);
   if (record.bytesOut) metrics.bytes.inc({ direction: 'out' }, record.bytesOut);
   if (record.aborted) metrics.aborted.inc();

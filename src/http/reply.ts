@@ -3,7 +3,6 @@
  * (clients parse errors only as `application/json`; the nginx recipe adds the header with `always`).
  */
 import type { ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import { RegistryError } from '../errors.js';
 import { API_VERSION, API_VERSION_HEADER } from '../proxy/headers.js';
 
@@ -30,33 +29,45 @@ export function sendError(res: ServerResponse, err: RegistryError, opts: ReplyOp
   // A body we did not read (refused upload) is not drained to reuse the connection: close it, gently.
   const unread = !res.req.complete;
   if (opts.close || unread) res.setHeader('Connection', 'close');
-  if (unread) closeAfterResponse(res);
-  res.end(body);
+  if (!unread) {
+    res.end(body);
+    return;
+  }
+  res.write(body);
+  endAfterDrain(res);
 }
 
 /**
- * Lingering close (RFC 9112 9.6) for a response sent before the request body was read.
+ * Lingering close (RFC 9112 9.6) for a response complete before its request body was read.
  *
- * Node ends a `Connection: close` response with `socket.destroySoon()`, which closes the socket as soon
- * as our answer is written. The client is typically still sending its layer; its next bytes then meet a
- * TCP reset, and the reset can overtake our answer in the client's receive buffer: docker and skopeo report
- * "broken pipe" instead of our 413 `denied`, and retry. So: half-close instead (our answer and FIN go
- * out), read and discard what the client still sends, close when it is done or after LINGER_MS.
- * Call before `res.end()`.
+ * With `Connection: close`, Node closes the socket as soon as the response ends. The client is typically
+ * still sending its layer; its next bytes then meet a TCP reset, and the reset can overtake our answer in
+ * the client's receive buffer: docker and skopeo report "broken pipe" instead of our 413 `denied`, and retry.
+ * So the answer is written whole but the response not ended yet; what the client still sends is read and
+ * discarded, and the response ends (and Node closes the connection) when the body is over, the client
+ * goes away, or after LINGER_MS. Call with everything written except the end.
  */
-export function closeAfterResponse(res: ServerResponse): void {
-  const socket = res.socket;
+export function endAfterDrain(res: ServerResponse): void {
   const req = res.req;
-  if (!socket || req.complete) return;
-  socket.destroySoon = function halfClose(this: Socket): void {
-    this.end();
+  if (req.complete) {
+    res.end();
+    return;
+  }
+  // Whatever is written goes out now, and an empty answer's head too: the client must see it while we wait.
+  res.flushHeaders();
+  let ended = false;
+  const end = (): void => {
+    if (ended) return;
+    ended = true;
+    clearTimeout(timer);
+    res.end();
   };
-  req.unpipe();
-  req.resume();
-  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  const timer = setTimeout(end, LINGER_MS);
   timer.unref();
-  socket.once('close', () => clearTimeout(timer));
-  socket.once('end', () => socket.destroy());
+  req.unpipe();
+  req.once('end', end);
+  req.once('close', end);
+  req.resume();
 }
 
 /** The 401 every unauthenticated request gets. docker and podman only send credentials for schemes learned

@@ -1,6 +1,6 @@
 /**
- * What a request is, in registry terms: the repository it touches and the operation, for logs, metrics
- * and (later) access rules. Pure.
+ * What a request is, in registry terms: the operation, the repository it touches and what it does to it
+ * (pull, push, delete), for access rules, logs and metrics. Pure.
  *
  * Routes (distribution `registry/api/v2/routes.go`): /v2/, /v2/_catalog, /v2/<name>/tags/list,
  * /v2/<name>/manifests/<reference>, /v2/<name>/blobs/<digest>, /v2/<name>/blobs/uploads/[<uuid>].
@@ -8,10 +8,18 @@
 
 export type Operation = 'ping' | 'catalog' | 'tags' | 'manifest' | 'blob' | 'upload' | 'other';
 
+/** What a request does to a repository, as registry tokens name it (`repository:NAME:pull,push`). */
+export type Action = 'pull' | 'push' | 'delete';
+
 export interface Route {
   operation: Operation;
-  /** Repository name, or null for /v2/ and _catalog. */
+  /** Repository name, or null for /v2/, _catalog and paths that are no registry route. */
   repository: string | null;
+  /** What the request does to `repository`; null where there is none. */
+  action: Action | null;
+  /** The source of a cross-repository mount (`POST .../blobs/uploads/?mount=<digest>&from=<repo>`), which
+   * reads that repository too; null otherwise. */
+  mountFrom: string | null;
 }
 
 /** Repository name grammar (distribution `reference/regexp.go`), at most 255 characters. */
@@ -36,24 +44,71 @@ export function isAmbiguousPath(path: string): boolean {
   );
 }
 
-export function classify(path: string): Route {
-  if (path === '/v2/' || path === '/v2') return { operation: 'ping', repository: null };
-  if (path === '/v2/_catalog') return { operation: 'catalog', repository: null };
-  if (!path.startsWith('/v2/')) return { operation: 'other', repository: null };
-  const rest = path.slice(4);
-  let m = /^(.+)\/tags\/list$/.exec(rest);
-  if (m) return named('tags', m[1]!);
-  m = /^(.+)\/manifests\/[^/]+$/.exec(rest);
-  if (m) return named('manifest', m[1]!);
-  m = /^(.+)\/blobs\/uploads(?:\/[^/]*)?$/.exec(rest);
-  if (m) return named('upload', m[1]!);
-  m = /^(.+)\/blobs\/[^/]+$/.exec(rest);
-  if (m) return named('blob', m[1]!);
-  return { operation: 'other', repository: null };
+/** Is this a path of the registry API (as opposed to one for the proxy's own router)? */
+export function isRegistryPath(path: string): boolean {
+  return path === '/v2' || path.startsWith('/v2/');
 }
 
-function named(operation: Operation, repository: string): Route {
-  return isValidRepositoryName(repository) ? { operation, repository } : { operation: 'other', repository: null };
+export function classify(method: string, path: string, query: string | null = null): Route {
+  if (path === '/v2/' || path === '/v2') return unnamed('ping');
+  if (path === '/v2/_catalog') return unnamed('catalog');
+  if (!path.startsWith('/v2/')) return unnamed('other');
+  const rest = path.slice(4);
+  let m = /^(.+)\/tags\/list$/.exec(rest);
+  if (m) return named('tags', m[1]!, method, null);
+  m = /^(.+)\/manifests\/[^/]+$/.exec(rest);
+  if (m) return named('manifest', m[1]!, method, null);
+  m = /^(.+)\/blobs\/uploads(?:\/[^/]*)?$/.exec(rest);
+  if (m) return named('upload', m[1]!, method, query);
+  m = /^(.+)\/blobs\/[^/]+$/.exec(rest);
+  if (m) return named('blob', m[1]!, method, null);
+  return unnamed('other');
+}
+
+/**
+ * The action, as the registry's own authorization maps requests (distribution `registry/handlers/app.go`
+ * appendAccessRecords): reads are pull, DELETE is delete, every other method writes. Every upload route is
+ * push, whatever its method: its GET reports progress and its DELETE cancels, both on a write in progress.
+ */
+function actionOf(operation: Operation, method: string): Action {
+  if (operation === 'upload') return 'push';
+  if (method === 'GET' || method === 'HEAD') return 'pull';
+  if (method === 'DELETE') return 'delete';
+  return 'push';
+}
+
+function named(operation: Operation, repository: string, method: string, query: string | null): Route {
+  if (!isValidRepositoryName(repository)) return unnamed('other');
+  const from = method === 'POST' && query !== null ? mountSource(query) : null;
+  return { operation, repository, action: actionOf(operation, method), mountFrom: from };
+}
+
+function unnamed(operation: Operation): Route {
+  return { operation, repository: null, action: null, mountFrom: null };
+}
+
+/** The `from` of a mount request, when it also names a digest to `mount` (the registry ignores one without the other). */
+function mountSource(query: string): string | null {
+  const params = new URLSearchParams(query);
+  const from = params.get('from');
+  return from !== null && params.has('mount') ? from : null;
+}
+
+/**
+ * Why a query cannot be forwarded as it is, or null. The registry reads `mount` and `from` with Go's FormValue,
+ * which takes the first of duplicated parameters and also splits on `;` in older Go versions: a second `from`
+ * or a `;` could make the registry mount from another repository than the one checked here.
+ */
+export function queryProblem(query: string | null): string | null {
+  if (query === null) return null;
+  if (query.includes(';')) return 'query must not contain ";"';
+  const params = new URLSearchParams(query);
+  for (const key of ['mount', 'from']) {
+    if (params.getAll(key).length > 1) return `more than one "${key}" parameter`;
+  }
+  const from = params.get('from');
+  if (from !== null && !isValidRepositoryName(from)) return '"from" is not a repository name';
+  return null;
 }
 
 /** Splits a request target into path and raw query (query kept byte for byte, without the `?`). */

@@ -4,6 +4,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
+import { UpstreamTimeoutError } from '../errors.js';
 import type { Logger } from './log.js';
 
 export interface ProbeServerOptions {
@@ -61,7 +62,7 @@ export function upstreamProbe(url: URL, agent: http.Agent, timeoutMs = 2000): ()
         res.resume();
         resolve(res.statusCode !== undefined && res.statusCode < 500);
       });
-      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('timeout', () => req.destroy(new UpstreamTimeoutError(`no answer from ${url.origin} within ${timeoutMs} ms`)));
       req.on('error', () => resolve(false));
       req.end();
     });

@@ -11,7 +11,7 @@
  * spilling past its framing into what the registry would read as the next request.
  */
 import { Transform, type TransformCallback } from 'node:stream';
-import { RegistryError } from '../errors.js';
+import { FramingError, RegistryError } from '../errors.js';
 import { formatSize } from '../config/units.js';
 
 export class BodyLimit extends Transform {
@@ -46,11 +46,6 @@ export class BodyLimit extends Transform {
     }
     callback();
   }
-}
-
-/** The body did not match its framing: the exchange is cut, never answered as if it were whole. */
-export class FramingError extends Error {
-  readonly code = 'PCL_FRAMING';
 }
 
 /** 413 with code DENIED: docker prints "denied: ..." and stops, instead of retrying a push that cannot fit. */

@@ -1,14 +1,16 @@
 /**
- * Forwards one authenticated request to the registry and streams the answer back.
+ * Carries out the forwarding the pipeline planned: sends one request to the registry, its body through the
+ * plan's meter, and streams the answer back with the plan's header rewrite (or, for a JSON answer the plan
+ * transforms, the transformed body).
  *
- * http-proxy 1.18 does the header copying and piping; everything it gets wrong is done here instead
- * (node-http-proxy issues cited inline):
- * - client aborts: it listens for `req 'aborted'`, which is unreliable since Node 15 (#1559), so upstream
- *   sockets leaked. We destroy the upstream request when the response closes unfinished, and the response
- *   when the upstream response closes early (with Content-Length the client would hang otherwise).
+ * http-proxy 1.18 builds and sends the upstream request; the response is written here (`selfHandleResponse`),
+ * so that the status, the headers and the end of every response are ours. What it gets wrong is done here
+ * instead (node-http-proxy issues cited inline):
+ * - client aborts: it listens for `req 'aborted'`, unreliable since Node 15 (#1559), so upstream sockets
+ *   leaked. The upstream request is destroyed when the response closes unfinished, and the response when
+ *   the upstream response closes early (with Content-Length the client would hang otherwise).
  * - timeouts: its `proxyTimeout` surfaces as a bare ECONNRESET (#1331); ours is tagged and answered 504.
  * - keep-alive: without an `agent` it sends `Connection: close` upstream; we pass a pooled agent.
- * - Location: its autoRewrite skips 202 (#914); we rewrite in `proxyRes` (see headers.ts).
  * - pooling: Node's agent returns a socket to the pool once the response ended and the request finished.
  *   An exchange that ends any other way (client gone, body cut at the limit, an early answer while the body
  *   was still coming) leaves bytes on that socket the next request would be read with: it is destroyed.
@@ -18,12 +20,13 @@
  *   and drops Transfer-Encoding, so a chunked body would follow unframed, to be read by the registry as a
  *   further request. The pass is removed: the framing the pipeline decided is the one that goes upstream.
  */
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import httpProxy from 'http-proxy';
-import { BodyLimit, FramingError } from './body-limit.js';
-import { RegistryError, hasErrno } from '../errors.js';
-import { API_VERSION, API_VERSION_HEADER, dropResponseHopHeaders, rewriteLocation, type Framing } from './headers.js';
-import { closeAfterResponse, sendError } from '../http/reply.js';
+import { FramingError, PortcullisError, RegistryError, UpstreamTimeoutError, codeOf } from '../errors.js';
+import { endAfterDrain, sendError } from '../http/reply.js';
+import type { Logger } from '../ops/log.js';
+import type { BodyLimit } from './body-limit.js';
+import { dropResponseHopHeaders } from './headers.js';
 import { upstreamAgent } from './upstream-agent.js';
 
 export interface ForwarderOptions {
@@ -33,38 +36,47 @@ export interface ForwarderOptions {
   /** Upstream idle timeout (no bytes either way), in ms. 0 disables it. */
   timeoutMs: number;
   maxSockets: number;
-  /** Streaming body limit in bytes; 0 = unlimited. */
-  maxBodySize: number;
-  /** Origins the registry may put in absolute Locations (its own address, `http.host`). */
-  internalOrigins: readonly string[];
+  logger: Logger;
 }
 
-/** What happened to one exchange, for the access log and metrics. */
-export interface Exchange {
-  upstreamStatus: number | null;
+/** How to forward one request, decided by the pipeline. */
+export interface ForwardPlan {
+  /** The request body goes through this meter on its way (byte count, size limit, declared length); null when
+   * the request has no body. */
+  body: BodyLimit | null;
+  /** Rewrites the registry's response headers in place, before they go to the client. */
+  responseHeaders: (headers: IncomingHttpHeaders) => void;
+  /**
+   * Replaces a successful JSON answer: the body (at most MAX_TRANSFORMED_BYTES, parsed) in, the body to send
+   * out; headers may be edited in place (a Link header, say). Other answers, and every blob, stream untouched.
+   */
+  transformJson?: (body: unknown, headers: IncomingHttpHeaders) => Promise<unknown>;
+}
+
+/** Why the proxy answered or cut a forwarded exchange itself: stable codes for the access log and metrics. */
+export type ForwardError = 'upstream_unavailable' | 'upstream_timeout' | 'upstream_upgrade' | 'body_too_large' | 'bad_framing' | 'bad_upstream_json';
+
+/** What happened on the registry side, filled in as the exchange goes. */
+export interface UpstreamOutcome {
+  status: number | null;
   /** Milliseconds from forwarding until the registry's response headers arrived; null if they never did. */
-  upstreamMs: number | null;
-  bytesIn: number;
+  ms: number | null;
+  /** Response body bytes sent on to the client. */
   bytesOut: number;
-  /** The client went away before the response was complete. */
-  aborted: boolean;
-  /** Why the proxy answered or cut the exchange itself, if it did: a stable code. */
-  error: 'upstream_unavailable' | 'upstream_timeout' | 'upstream_upgrade' | 'body_too_large' | 'bad_framing' | null;
-}
-
-interface State {
-  exchange: Exchange;
-  clientOrigin: string;
-  started: number;
-  proxyReq: http.ClientRequest | null;
-  proxyRes: IncomingMessage | null;
-  limiter: BodyLimit | null;
-  /** The proxy has already answered (or cut) this exchange; later upstream errors are noise. */
+  error: ForwardError | null;
+  /** The proxy answered (or cut) the exchange itself: the client did not abort it. */
   settled: boolean;
 }
 
-class UpstreamTimeoutError extends Error {
-  readonly code = 'PCL_UPSTREAM_TIMEOUT';
+/** A JSON answer larger than this is not transformed but refused (a catalog page of 10,000 names is ~0.5 MiB). */
+export const MAX_TRANSFORMED_BYTES = 8 * 1024 * 1024;
+
+interface State {
+  plan: ForwardPlan;
+  outcome: UpstreamOutcome;
+  started: number;
+  proxyReq: http.ClientRequest | null;
+  proxyRes: IncomingMessage | null;
 }
 
 export class Forwarder {
@@ -80,54 +92,46 @@ export class Forwarder {
       target: options.upstream.origin,
       agent: this.agent,
       secure: true,
-      xfwd: false, // it appends to client-sent X-Forwarded-*; headers.ts sets them instead
+      xfwd: false, // it appends to client-sent X-Forwarded-*; the pipeline sets them instead
       changeOrigin: false, // Host stays as the client sent it
       ws: false,
+      selfHandleResponse: true,
     });
     withoutPass(this.#proxy, 'deleteLength');
     this.#proxy.on('proxyReq', (proxyReq, req, res) => this.#onProxyReq(proxyReq, req, res));
     this.#proxy.on('proxyRes', (proxyRes, req, res) => this.#onProxyRes(proxyRes, req, res));
     // http-proxy rethrows 'error' when nobody listens; every call passes its own callback, this is a backstop.
-    this.#proxy.on('error', () => {});
+    this.#proxy.on('error', (err) => options.logger.warn({ err: codeOf(err) }, 'upstream error outside an exchange'));
   }
 
   /**
-   * Forwards `req` (headers already prepared for the registry, `framing` decided from the client's request
-   * before that) and resolves when the exchange is over, either way. `clientOrigin` is where Locations
-   * pointing at the registry are sent instead.
+   * Forwards `req`, whose headers the pipeline has already made the registry's, and resolves when the
+   * response to the client is closed, whichever way. `outcome` is filled in as it goes.
    */
-  forward(req: IncomingMessage, res: ServerResponse, clientOrigin: string, framing: Framing): Promise<Exchange> {
-    const exchange: Exchange = { upstreamStatus: null, upstreamMs: null, bytesIn: 0, bytesOut: 0, aborted: false, error: null };
-    const state: State = { exchange, clientOrigin, started: performance.now(), proxyReq: null, proxyRes: null, limiter: null, settled: false };
+  forward(req: IncomingMessage, res: ServerResponse, plan: ForwardPlan, outcome: UpstreamOutcome): Promise<void> {
+    const state: State = { plan, outcome, started: performance.now(), proxyReq: null, proxyRes: null };
     this.#states.set(req, state);
-
-    return new Promise<Exchange>((resolve) => {
+    return new Promise<void>((resolve) => {
       res.once('close', () => {
-        if (!res.writableFinished) exchange.aborted = !state.settled;
         // Only an exchange framed exactly both ways may leave its socket to the pool.
         const { proxyReq, proxyRes } = state;
         if (proxyReq && !(res.writableFinished && proxyReq.writableFinished && proxyRes?.complete)) proxyReq.destroy();
-        if (state.limiter) exchange.bytesIn = state.limiter.bytes;
-        resolve(exchange);
+        resolve();
       });
-
-      let buffer: BodyLimit | undefined;
-      if (framing.kind === 'chunked' || (framing.kind === 'length' && framing.length > 0)) {
-        const limiter = new BodyLimit(this.#options.maxBodySize, framing.kind === 'length' ? framing.length : null);
-        state.limiter = limiter;
-        limiter.on('error', (err) => {
+      const meter = plan.body;
+      if (meter) {
+        meter.on('error', (err) => {
           if (err instanceof RegistryError) {
-            exchange.error = 'body_too_large';
+            outcome.error = 'body_too_large';
             this.#settle(state, req, res, err);
           } else {
-            exchange.error = err instanceof FramingError ? 'bad_framing' : exchange.error;
+            outcome.error = err instanceof FramingError ? 'bad_framing' : outcome.error;
             this.#settle(state, req, res, null);
           }
         });
-        req.pipe(limiter);
-        buffer = limiter;
+        req.pipe(meter);
       }
-      this.#proxy.web(req, res, buffer ? { buffer } : {}, (err: Error) => this.#onError(err, state, req, res));
+      this.#proxy.web(req, res, meter ? { buffer: meter } : {}, (err: Error) => this.#onError(err, state, req, res));
     });
   }
 
@@ -140,7 +144,7 @@ export class Forwarder {
     const state = this.#states.get(req);
     if (!state) return;
     state.proxyReq = proxyReq;
-    if (state.settled) {
+    if (state.outcome.settled) {
       proxyReq.destroy();
       return;
     }
@@ -152,78 +156,113 @@ export class Forwarder {
     // With a listener, Node hands a 101 here instead of dropping it (and the client with it).
     proxyReq.on('upgrade', (upgradeRes: IncomingMessage, socket) => {
       socket.destroy();
-      state.exchange.upstreamStatus = upgradeRes.statusCode ?? null;
-      state.exchange.error = 'upstream_upgrade';
+      state.outcome.status = upgradeRes.statusCode ?? null;
+      state.outcome.error = 'upstream_upgrade';
+      this.#options.logger.warn({ status: upgradeRes.statusCode }, 'upstream switched protocols on a plain request');
       this.#settle(state, req, res, new RegistryError('UNAVAILABLE', 'upstream registry switched protocols on a plain request', { status: 502 }));
     });
   }
 
   #onProxyRes(proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void {
     const state = this.#states.get(req);
-    if (!state) return;
+    if (!state || state.outcome.settled) {
+      proxyRes.resume();
+      return;
+    }
     state.proxyRes = proxyRes;
-    state.exchange.upstreamStatus = proxyRes.statusCode ?? null;
-    state.exchange.upstreamMs = performance.now() - state.started;
+    state.outcome.status = proxyRes.statusCode ?? null;
+    state.outcome.ms = performance.now() - state.started;
     const headers = proxyRes.headers;
     dropResponseHopHeaders(headers);
-    if (typeof headers.location === 'string') {
-      headers.location = rewriteLocation(headers.location, this.#options.internalOrigins, state.clientOrigin);
-    }
-    headers[API_VERSION_HEADER] ??= API_VERSION;
-    // Our decision, not the client's raw header: Node decided keep-alive from the request already, and a
-    // registry that answers before the body is read (an early 4xx) leaves an unread body: close then.
-    if (!req.complete && state.limiter) {
-      headers.connection = 'close';
-      closeAfterResponse(res); // the registry refused early: deliver its answer, then let the client stop
-    } else {
-      headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
-    }
-    proxyRes.on('data', (chunk: Buffer) => {
-      state.exchange.bytesOut += chunk.length;
-    });
+    // The registry's framing is for its connection to us; Node frames ours from Content-Length or chunks it.
+    delete headers['transfer-encoding'];
+    state.plan.responseHeaders(headers);
+    // A registry that answers before the whole body arrived (an early 4xx to an upload) leaves an unread body:
+    // this connection ends with this answer. Otherwise keep-alive is Node's decision from the request.
+    const early = !req.complete && state.plan.body !== null;
+    headers.connection = early || !res.shouldKeepAlive ? 'close' : 'keep-alive';
     proxyRes.once('close', () => {
       // The upstream went away mid-body: without this the client waits for bytes that never come.
       if (!proxyRes.complete && !res.writableFinished) res.destroy();
     });
+    const transform = state.plan.transformJson;
+    if (transform && proxyRes.statusCode === 200 && /^application\/json\b/i.test(String(headers['content-type'] ?? ''))) {
+      void this.#transform(proxyRes, res, state, transform);
+      return;
+    }
+    res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, headers);
+    proxyRes.on('data', (chunk: Buffer) => {
+      state.outcome.bytesOut += chunk.length;
+    });
+    proxyRes.pipe(res, { end: false });
+    proxyRes.once('end', () => {
+      if (early) endAfterDrain(res);
+      else res.end();
+    });
+  }
+
+  async #transform(
+    proxyRes: IncomingMessage,
+    res: ServerResponse,
+    state: State,
+    transform: NonNullable<ForwardPlan['transformJson']>,
+  ): Promise<void> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of proxyRes as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > MAX_TRANSFORMED_BYTES) throw new RegistryError('UNAVAILABLE', `JSON answer over ${MAX_TRANSFORMED_BYTES} bytes`);
+        chunks.push(chunk);
+      }
+      const headers = proxyRes.headers;
+      const out = JSON.stringify(await transform(JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown, headers));
+      headers['content-length'] = String(Buffer.byteLength(out));
+      res.writeHead(200, proxyRes.statusMessage, headers);
+      state.outcome.bytesOut = Buffer.byteLength(out);
+      res.end(out);
+    } catch (err) {
+      if (res.headersSent || res.destroyed) return;
+      state.outcome.error = 'bad_upstream_json';
+      this.#options.logger.warn({ err: codeOf(err) }, 'upstream JSON answer could not be transformed');
+      state.outcome.settled = true;
+      proxyRes.destroy();
+      sendError(res, new RegistryError('UNAVAILABLE', 'upstream registry answer could not be read', { status: 502 }));
+    }
   }
 
   #onError(err: Error, state: State, req: IncomingMessage, res: ServerResponse): void {
-    if (state.settled) return;
-    if (state.exchange.upstreamStatus !== null) {
+    const { outcome } = state;
+    if (outcome.settled) return;
+    if (outcome.status !== null) {
       // The response has begun: a write error on the request side (the registry answered a big upload
       // early and stopped reading: #1677) must not replace or cut it. If the response itself breaks,
       // its 'close' handler in #onProxyRes cuts the client.
+      this.#options.logger.debug({ err: codeOf(err) }, 'upstream request error after the response began');
       return;
     }
     const timeout = err instanceof UpstreamTimeoutError;
-    if (res.writableEnded || (!timeout && req.socket.destroyed && hasErrno(err, 'ECONNRESET'))) return; // client left
-    state.exchange.error = timeout ? 'upstream_timeout' : 'upstream_unavailable';
+    if (res.writableEnded || (!timeout && req.socket.destroyed && codeOf(err) === 'ECONNRESET')) return; // client left
+    outcome.error = timeout ? 'upstream_timeout' : 'upstream_unavailable';
+    this.#options.logger.warn({ err: codeOf(err), upstream: this.#options.upstream.origin }, timeout ? 'upstream timed out' : 'upstream unavailable');
     const answer = timeout
       ? new RegistryError('UNAVAILABLE', 'upstream registry did not answer in time', { status: 504 })
-      : new RegistryError('UNAVAILABLE', 'upstream registry unavailable', {
-          status: 502,
-          detail: { reason: errorCode(err) },
-        });
+      : new RegistryError('UNAVAILABLE', 'upstream registry unavailable', { status: 502, detail: { reason: codeOf(err) } });
     this.#settle(state, req, res, answer);
   }
 
   /** Answer (or cut) the exchange ourselves, once, and stop talking to the upstream. */
   #settle(state: State, req: IncomingMessage, res: ServerResponse, answer: RegistryError | null): void {
-    if (state.settled) return;
-    state.settled = true;
+    if (state.outcome.settled) return;
+    state.outcome.settled = true;
     state.proxyReq?.destroy();
-    if (state.limiter) req.unpipe(state.limiter);
+    if (state.plan.body) req.unpipe(state.plan.body);
     if (answer === null || res.headersSent) {
       res.destroy();
       return;
     }
     sendError(res, answer);
   }
-}
-
-
-function errorCode(err: Error): string {
-  return typeof (err as NodeJS.ErrnoException).code === 'string' ? (err as NodeJS.ErrnoException).code! : err.message;
 }
 
 /**
@@ -234,6 +273,8 @@ function withoutPass(proxy: httpProxy, name: string): void {
   const holder = proxy as unknown as { webPasses?: Array<{ name: string }> };
   const passes = holder.webPasses;
   const index = Array.isArray(passes) ? passes.findIndex((p) => p.name === name) : -1;
-  if (!passes || index === -1) throw new Error(`http-proxy has no "${name}" web pass to remove: review src/proxy/forwarder.ts`);
+  if (!passes || index === -1) {
+    throw new PortcullisError('PCL_ERR_DEPENDENCY', `http-proxy has no "${name}" web pass to remove: review src/proxy/forwarder.ts`);
+  }
   passes.splice(index, 1);
 }

@@ -132,6 +132,16 @@ export function dropResponseHopHeaders(headers: IncomingHttpHeaders): void {
 }
 
 /**
+ * The registry's response headers as the client gets them: a Location that points at the registry itself
+ * rewritten to the origin the client used, and the API version header on every answer (the nginx recipe adds
+ * it with `always`).
+ */
+export function rewriteResponseHeaders(headers: IncomingHttpHeaders, internalOrigins: readonly string[], clientOrigin: string): void {
+  if (typeof headers.location === 'string') headers.location = rewriteLocation(headers.location, internalOrigins, clientOrigin);
+  headers[API_VERSION_HEADER] ??= API_VERSION;
+}
+
+/**
  * The origin (scheme://host:port) of an absolute URL, with default ports made explicit so that
  * `http://reg` and `http://reg:80` compare equal. Null for relative references.
  */

@@ -8,7 +8,9 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../ops/log.js';
 import type { Metrics } from '../ops/metrics.js';
 import { Forwarder } from '../proxy/forwarder.js';
+import { authenticatedOnly } from '../access/policy.js';
 import type { Services } from '../http/pipeline.js';
+import { Router } from '../http/router.js';
 
 /**
  * The services for `config`. Parts whose settings did not change since `previous` are kept: an unchanged
@@ -34,18 +36,23 @@ export async function buildServices(config: Config, previous: Services | null, l
           ca: config.upstream.ca ? readFileSync(config.upstream.ca) : null,
           timeoutMs: config.upstream.timeoutMs,
           maxSockets: config.upstream.maxSockets,
-          maxBodySize: config.limits.maxBodySize,
-          internalOrigins: [config.upstream.url.origin, ...config.upstream.aliases],
+          logger,
         });
-  return { config, authenticator, forwarder };
+  return { config, authenticator, authorizer: authenticatedOnly, forwarder, router: new Router() };
 }
 
+/**
+ * The Authenticator depends on these settings only: a reload that changes anything else (the realm, say,
+ * which only the challenge uses) keeps it, and with it the credential cache.
+ */
 function sameAuth(a: Config, b: Config): boolean {
-  return JSON.stringify(a.auth) === JSON.stringify(b.auth);
+  const key = (c: Config): string =>
+    JSON.stringify([c.auth.htpasswd, c.auth.cacheTtlMs, c.auth.cacheSize, c.auth.maxFailures, c.auth.failureWindowMs]);
+  return key(a) === key(b);
 }
 
 function sameUpstream(a: Config, b: Config): boolean {
-  return JSON.stringify(a.upstream) === JSON.stringify(b.upstream) && a.limits.maxBodySize === b.limits.maxBodySize;
+  return JSON.stringify(a.upstream) === JSON.stringify(b.upstream);
 }
 
 /** Close the replaced parts once requests that started with them have had time to finish. */

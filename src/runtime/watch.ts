@@ -48,11 +48,6 @@ export class FileWatcher {
     this.#poll.unref();
   }
 
-  /** Accept the files' current state as seen, e.g. after a reload that read them for another reason. */
-  markSeen(): void {
-    this.#signature = this.#stat();
-  }
-
   close(): void {
     clearInterval(this.#poll);
     if (this.#pending) clearTimeout(this.#pending);

@@ -44,6 +44,8 @@ export interface FrontOptions {
   upstream: string;
   /** Serve TLS with a test certificate (default true). */
   tls?: boolean;
+  /** `auth:` mapping body; the htpasswd file is `htpasswd` (default: no throttle to speak of). */
+  auth?: string;
 }
 
 export async function startFront(opts: FrontOptions): Promise<Front> {
@@ -57,7 +59,7 @@ export async function startFront(opts: FrontOptions): Promise<Front> {
       'listen: "127.0.0.1:0"',
       certs ? `tls: { cert: "${certs.certFile}", key: "${certs.keyFile}" }` : 'tls: false',
       `upstream: ${opts.upstream}`,
-      'auth: { htpasswd: htpasswd, maxFailures: 1000 }',
+      `auth: ${opts.auth ?? '{ htpasswd: htpasswd, maxFailures: 1000 }'}`,
       opts.extraConfig ?? '',
     ].join('\n'),
     join(dir, 'proxy.yaml'),
