@@ -3,7 +3,7 @@
  * without being read, a large one is parsed on a worker thread, and a file bad throughout costs a short message.
  */
 import assert from 'node:assert/strict';
-import { open, rm, writeFile } from 'node:fs/promises';
+import { open, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
@@ -110,6 +110,34 @@ describe('Authenticator with an oversized htpasswd', () => {
       assert.match(lines.join(''), /over the 16M/);
       const r = await auth.authenticate(basic('alice', 'secret'), '10.0.0.1');
       assert.equal(r.outcome, 'ok');
+    } finally {
+      await auth.close();
+    }
+  });
+});
+
+describe('Authenticator.open while the file changes', () => {
+  it('a change made while the file is still being read is picked up, not a crash', async () => {
+    // Large enough to be parsed on a worker for a while, so the change lands mid-load and the watcher fires
+    // (200 ms debounce) before open() has returned.
+    const path = join(dir, 'changing');
+    await writeFile(path, shaUsers(90_000));
+    const lines: string[] = [];
+    const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(c.toString()), cb()) }));
+    const opening = Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 10, logger });
+    // Replaced whole by rename, as htpasswd tools and Kubernetes Secret updates do.
+    await writeFile(`${path}.new`, shaUsers(90_000) + `late:{SHA}${createHash('sha1').update('late-pw').digest('base64')}\n`);
+    await rename(`${path}.new`, path);
+    const auth = await opening;
+    try {
+      const deadline = Date.now() + 20_000;
+      let outcome = '';
+      while (Date.now() < deadline && outcome !== 'ok') {
+        outcome = (await auth.authenticate(basic('late', 'late-pw'), '10.0.0.2')).outcome;
+        if (outcome !== 'ok') await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(outcome, 'ok', `the user added during the load was picked up\n${lines.join('')}`);
+      assert.equal(auth.users, 90_001);
     } finally {
       await auth.close();
     }

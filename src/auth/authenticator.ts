@@ -79,8 +79,15 @@ export class Authenticator {
 
   /** Load the file and start following it. Throws PortcullisError(PCL_ERR_HTPASSWD) if it is missing or bad. */
   static async open(opts: AuthenticatorOptions): Promise<Authenticator> {
-    // The watcher starts first so a change made while we read is not missed (at worst it reloads twice).
-    const watcher = opts.watch === false ? null : new FileWatcher([opts.htpasswdPath], () => void auth.reload());
+    // The watcher starts first so a change made while we read is not missed: it is remembered until the
+    // authenticator exists, then reloaded (at worst the same content is read twice).
+    let auth: Authenticator | null = null;
+    let changedWhileLoading = false;
+    const onChange = (): void => {
+      if (auth) void auth.reload();
+      else changedWhileLoading = true;
+    };
+    const watcher = opts.watch === false ? null : new FileWatcher([opts.htpasswdPath], onChange);
     let loaded: LoadedHtpasswd;
     try {
       loaded = await loadHtpasswdFile(opts.htpasswdPath);
@@ -88,9 +95,10 @@ export class Authenticator {
       watcher?.close();
       throw err;
     }
-    const auth: Authenticator = new Authenticator(opts, loaded.users);
+    auth = new Authenticator(opts, loaded.users);
     auth.watcher = watcher;
     auth.logLoaded('htpasswd loaded', loaded);
+    if (changedWhileLoading) void auth.reload();
     return auth;
   }
 
