@@ -12,6 +12,8 @@ import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AggregatorRegistry } from 'prom-client';
 import { loadConfig, type Config } from '../config/load.js';
+import { loadHtpasswdFile } from '../auth/htpasswd-file.js';
+import { RestartBackoff } from './backoff.js';
 import { displayHost } from './listen.js';
 import type { Logger } from '../ops/log.js';
 import { startProbeServer, upstreamProbe } from '../ops/probes.js';
@@ -19,11 +21,19 @@ import { upstreamAgent } from '../proxy/upstream-agent.js';
 import { loadTlsMaterial } from '../tls/material.js';
 
 export async function runPrimary(config: Config, logger: Logger): Promise<number> {
-  // Fail fast in one place rather than N times: the certificate must load before anything forks.
+  // Fail fast in one place rather than N times: what every worker needs must load before anything forks
+  // (workers that cannot start would otherwise only crash and be restarted, more and more slowly).
   if (config.tls) loadTlsMaterial(config.tls.cert, config.tls.key);
+  await loadHtpasswdFile(config.auth.htpasswd);
   let stopping = false;
   let listening = 0;
-  const fork = (): Worker => cluster.fork();
+  const startedAt = new Map<number, number>();
+  const restarts = new Set<NodeJS.Timeout>();
+  const backoff = new RestartBackoff();
+  const fork = (): void => {
+    const w = cluster.fork();
+    startedAt.set(w.id, performance.now());
+  };
   for (let i = 0; i < config.workers; i++) fork();
   cluster.on('listening', (_w, address) => {
     listening += 1;
@@ -32,9 +42,16 @@ export async function runPrimary(config: Config, logger: Logger): Promise<number
     }
   });
   cluster.on('exit', (w, code, signal) => {
+    const lived = performance.now() - (startedAt.get(w.id) ?? 0);
+    startedAt.delete(w.id);
     if (stopping) return;
-    logger.error({ worker: w.process.pid, code, signal }, 'worker exited; starting a new one');
-    setTimeout(fork, 1000).unref();
+    const delay = backoff.next(lived);
+    logger.error({ worker: w.process.pid, code, signal, livedMs: Math.round(lived), restartInMs: delay }, 'worker exited; starting a new one');
+    const timer = setTimeout(() => {
+      restarts.delete(timer);
+      fork();
+    }, delay);
+    restarts.add(timer);
   });
 
   const readiness = new UpstreamReadiness(config);
@@ -59,6 +76,7 @@ export async function runPrimary(config: Config, logger: Logger): Promise<number
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) return;
       stopping = true;
+      for (const t of restarts) clearTimeout(t);
       logger.info({ signal }, 'shutting down workers');
       each((w) => w.process.kill(signal === 'SIGINT' ? 'SIGTERM' : signal));
       const done = (): void => {
