@@ -82,29 +82,17 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
   };
   let certWatcher = initial.tls ? new FileWatcher([initial.tls.cert, initial.tls.key], reloadTls, { debounceMs: 500 }) : null;
 
+  /** SIGHUP: re-read proxy.yaml and swap the services. Nothing changes unless every step succeeds. */
   const reloadConfig = async (): Promise<void> => {
-    const refuse = (err: unknown): void => {
-      metrics.reloads.inc({ kind: 'config', result: 'error' });
-      logger.error({ err: (err as Error).message }, 'config reload refused; the previous config keeps serving');
-    };
-    let next: Config;
-    try {
-      next = loadConfig(services.config.file);
-    } catch (err) {
-      return refuse(err);
-    }
     const current = services.config;
+    let next = loadConfig(current.file);
     const fixed = restartOnlyChanges(current, next);
     if (fixed.length > 0) logger.warn({ keys: fixed }, 'these settings change only on restart');
     // What is bound to sockets and processes stays as started.
     next = { ...next, listen: current.listen, workers: current.workers, metrics: current.metrics, tls: current.tls && next.tls };
-    try {
-      const old = services;
-      services = await buildServices(next, old, logger, metrics);
-      retire(old, services, next.shutdown.gracePeriodMs);
-    } catch (err) {
-      return refuse(err);
-    }
+    const old = services;
+    services = await buildServices(next, old, logger, metrics);
+    retire(old, services, next.shutdown.gracePeriodMs);
     logger.level = next.log.level;
     if (current.tls && next.tls && (current.tls.cert !== next.tls.cert || current.tls.key !== next.tls.key)) {
       certWatcher?.close();
@@ -114,9 +102,17 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
     metrics.reloads.inc({ kind: 'config', result: 'ok' });
     logger.info({ config: effectiveConfig(services.config) }, 'config reloaded');
   };
+  // One reload at a time, in signal order; a failed one is logged and counted, never thrown.
+  let reloads = Promise.resolve();
+  const onSighup = (): void => {
+    reloads = reloads.then(reloadConfig).catch((err: unknown) => {
+      metrics.reloads.inc({ kind: 'config', result: 'error' });
+      logger.error({ err: err instanceof Error ? err.message : String(err) }, 'config reload refused; the previous config keeps serving');
+    });
+  };
 
   return new Promise<number>((resolve) => {
-    process.on('SIGHUP', () => void reloadConfig());
+    process.on('SIGHUP', onSighup);
     const shutdown = (signal: string): void => {
       if (drain.draining) return;
       const graceMs = services.config.shutdown.gracePeriodMs;
