@@ -66,6 +66,7 @@ describe('check-config', () => {
         cacheSize: 1000,
         maxFailures: 10,
         failureWindow: '1m',
+        clientCertificate: 'none',
       },
       limits: { maxBodySize: 0, headersTimeout: '30s', keepAliveTimeout: '75s', maxHeaderSize: '16K' },
       log: { level: 'info' },

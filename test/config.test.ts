@@ -34,7 +34,15 @@ limits: { maxBodySize: 1G }
     '/etc/portcullis/proxy.yaml',
   );
   assert.deepEqual(c.listen, { host: '0.0.0.0', port: 5043 });
-  assert.deepEqual(c.tls, { cert: '/etc/portcullis/certs/server.crt', key: '/etc/portcullis/certs/server.key', minVersion: 'TLSv1.2' });
+  assert.deepEqual(c.tls, {
+    cert: '/etc/portcullis/certs/server.crt',
+    key: '/etc/portcullis/certs/server.key',
+    minVersion: 'TLSv1.2',
+    clientCA: null,
+    clientAuth: 'require',
+  });
+  assert.equal(c.access, null, 'no access section: every signed-in caller may do everything');
+  assert.equal(c.auth.clientCertificate, 'none');
   assert.equal(c.upstream.url.origin, 'http://127.0.0.1:5000');
   assert.equal(c.auth.htpasswd, '/etc/portcullis/auth/htpasswd');
   assert.equal(c.auth.realm, 'Registry Realm');

@@ -48,7 +48,7 @@ async function front(
     const body = framing.kind === 'chunked' || (framing.kind === 'length' && framing.length > 0)
       ? new BodyLimit(opts.maxBodySize ?? 0, framing.kind === 'length' ? framing.length : null)
       : null;
-    const outcome: UpstreamOutcome = { status: null, ms: null, bytesOut: 0, error: null, settled: false };
+    const outcome: UpstreamOutcome = { status: null, ms: null, bytesOut: 0, digest: null, error: null, settled: false };
     res.once('close', () => exchanges.push({ ...outcome, aborted: !res.writableFinished && !outcome.settled }));
     const plan = { body, responseHeaders: (h: http.IncomingHttpHeaders) => rewriteResponseHeaders(h, [origin], `https://${host}`) };
     void forwarder.forward(req, res, opts.transformJson ? { ...plan, transformJson: opts.transformJson } : plan, outcome);

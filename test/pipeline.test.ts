@@ -196,6 +196,8 @@ test('the authorizer decides after authentication: 403 DENIED for a known caller
         calls.push(`${identity.kind}:${route.action ?? '-'}:${route.repository ?? '-'}`);
         return route.action === 'pull' && identity.kind !== 'anonymous' ? { allowed: true, reason: 'read-only' } : { allowed: false, reason: 'read-only' };
       },
+      may: () => ({ allowed: false, reason: 'read-only' }),
+      filtersCatalog: false,
     };
     front.services = { ...front.services, authorizer: readOnly };
     assert.equal((await get(front, '/v2/team/app/manifests/1', { Authorization: ALICE })).status, 200);

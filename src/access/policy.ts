@@ -7,7 +7,7 @@
  * instead of retrying).
  */
 import type { Identity } from '../auth/identity.js';
-import type { Route } from '../http/route.js';
+import type { Action, Route } from '../http/route.js';
 
 export interface Decision {
   readonly allowed: boolean;
@@ -16,11 +16,21 @@ export interface Decision {
 }
 
 export interface Authorizer {
+  /** The decision for a request. */
   authorize(identity: Identity, route: Route): Decision;
+  /** May `identity` do `action` on `repository`? (a mount's source, each name of the catalog) */
+  may(identity: Identity, action: Action, repository: string): Decision;
+  /** Whether the catalog must be filtered per caller (false: every caller allowed to list sees it all). */
+  readonly filtersCatalog: boolean;
 }
 
 /** Without access rules: every authenticated caller may do everything, nobody else anything. */
 export const authenticatedOnly: Authorizer = {
-  authorize: (identity) =>
-    identity.kind === 'anonymous' ? { allowed: false, reason: 'authentication required' } : { allowed: true, reason: 'authenticated' },
+  authorize: (identity) => signedIn(identity),
+  may: (identity) => signedIn(identity),
+  filtersCatalog: false,
 };
+
+function signedIn(identity: Identity): Decision {
+  return identity.kind === 'anonymous' ? { allowed: false, reason: 'authentication required' } : { allowed: true, reason: 'signed in' };
+}

@@ -14,7 +14,14 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
   const size = (n: number): string | number => (formatSize(n).endsWith('bytes') ? n : formatSize(n));
   return {
     listen: `${c.listen.host.includes(':') ? `[${c.listen.host}]` : c.listen.host}:${c.listen.port}`,
-    tls: c.tls ?? false,
+    tls: c.tls
+      ? {
+          cert: c.tls.cert,
+          key: c.tls.key,
+          minVersion: c.tls.minVersion,
+          ...(c.tls.clientCA ? { clientCA: c.tls.clientCA, clientAuth: c.tls.clientAuth } : {}),
+        }
+      : false,
     upstream: {
       url: url.origin === 'null' ? url.href : url.href.replace(/\/$/, ''),
       ...(c.upstream.aliases.length > 0 ? { aliases: c.upstream.aliases } : {}),
@@ -29,7 +36,10 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       cacheSize: c.auth.cacheSize,
       maxFailures: c.auth.maxFailures,
       failureWindow: formatDuration(c.auth.failureWindowMs),
+      clientCertificate: c.auth.clientCertificate,
     },
+    ...(c.access ? { access: c.access } : {}),
+    ...(c.audit.file ? { audit: { file: c.audit.file } } : {}),
     limits: {
       maxBodySize: size(c.limits.maxBodySize),
       headersTimeout: formatDuration(c.limits.headersTimeoutMs),

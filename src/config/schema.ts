@@ -8,6 +8,7 @@
 import { availableParallelism } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
+import { accessProblems, type AccessSpec } from '../access/rules.js';
 import { parseDuration, parseHostPort, parseSize } from './units.js';
 
 const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -56,6 +57,11 @@ export const configSchema = z.strictObject({
       cert: z.string().min(1),
       key: z.string().min(1),
       minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).prefault('TLSv1.2'),
+      /** CA certificates (PEM) that client certificates must chain to; asks every client for one. */
+      clientCA: z.string().min(1).optional(),
+      /** require: no verified client certificate, no handshake. optional: the certificate is asked for and
+       * verified, and used when present (auth.clientCertificate). */
+      clientAuth: z.enum(['require', 'optional']).prefault('require'),
     }),
   ], { error: 'must be a mapping with cert and key, or false for plain HTTP' }),
   upstream: z.strictObject({
@@ -79,6 +85,9 @@ export const configSchema = z.strictObject({
     cacheSize: z.number().int().min(0).max(1_000_000).prefault(1000),
     maxFailures: z.number().int().min(0).prefault(10),
     failureWindow: duration.prefault('60s'),
+    /** What a verified client certificate (tls.clientCA) means: nothing beyond the handshake (none), the
+     * caller is its subject's CN (identity), or it is required besides a valid password (and-password). */
+    clientCertificate: z.enum(['none', 'identity', 'and-password']).prefault('none'),
   }),
   limits: z
     .strictObject({
@@ -92,8 +101,32 @@ export const configSchema = z.strictObject({
   log: z
     .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).prefault('info') })
     .prefault({ level: 'info' }),
+  access: z
+    .strictObject({
+      groups: z.record(z.string().min(1), z.array(z.string().min(1))).prefault({}),
+      rules: z
+        .array(
+          z.strictObject({
+            repositories: z.array(z.string()).min(1),
+            users: z.array(z.string().min(1)).optional(),
+            groups: z.array(z.string().min(1)).optional(),
+            anonymous: z.boolean().optional(),
+            actions: z.array(z.enum(['pull', 'push', 'delete', '*'])),
+          }),
+        )
+        .min(1),
+    })
+    .superRefine((spec, ctx) => {
+      for (const p of accessProblems(spec)) ctx.addIssue({ code: 'custom', path: p.path, message: p.message });
+    })
+    .optional(),
+  audit: z.strictObject({ file: z.string().min(1).optional() }).optional(),
   workers: workers.prefault(1),
   shutdown: z.strictObject({ gracePeriod: duration.prefault('30s') }).prefault({ gracePeriod: '30s' }),
+}).superRefine((c, ctx) => {
+  if (c.auth.clientCertificate !== 'none' && (c.tls === false || c.tls.clientCA === undefined)) {
+    ctx.addIssue({ code: 'custom', path: ['auth', 'clientCertificate'], message: `"${c.auth.clientCertificate}" needs tls.clientCA to verify certificates` });
+  }
 });
 
 export type Parsed = z.output<typeof configSchema>;
@@ -103,7 +136,14 @@ export interface Config {
   /** Absolute path of the file this came from (reloads re-read it). */
   readonly file: string;
   readonly listen: { host: string; port: number };
-  readonly tls: { cert: string; key: string; minVersion: 'TLSv1.2' | 'TLSv1.3' } | null;
+  readonly tls: {
+    cert: string;
+    key: string;
+    minVersion: 'TLSv1.2' | 'TLSv1.3';
+    /** Absolute path of the client CA bundle, or null: no client certificates asked for. */
+    clientCA: string | null;
+    clientAuth: 'require' | 'optional';
+  } | null;
   readonly upstream: { url: URL; aliases: string[]; ca: string | null; timeoutMs: number; maxSockets: number };
   readonly auth: {
     htpasswd: string;
@@ -112,7 +152,11 @@ export interface Config {
     cacheSize: number;
     maxFailures: number;
     failureWindowMs: number;
+    clientCertificate: 'none' | 'identity' | 'and-password';
   };
+  /** Per-repository rules, or null: every signed-in caller may do everything (and nobody else anything). */
+  readonly access: AccessSpec | null;
+  readonly audit: { file: string | null };
   readonly limits: { maxBodySize: number; headersTimeoutMs: number; keepAliveTimeoutMs: number; maxHeaderSize: number };
   readonly metrics: { host: string; port: number } | null;
   readonly log: { level: Parsed['log']['level'] };
@@ -126,7 +170,16 @@ export function resolveConfig(p: Parsed, file: string): Config {
   return {
     file,
     listen: p.listen,
-    tls: p.tls === false ? null : { cert: abs(p.tls.cert), key: abs(p.tls.key), minVersion: p.tls.minVersion },
+    tls:
+      p.tls === false
+        ? null
+        : {
+            cert: abs(p.tls.cert),
+            key: abs(p.tls.key),
+            minVersion: p.tls.minVersion,
+            clientCA: p.tls.clientCA === undefined ? null : abs(p.tls.clientCA),
+            clientAuth: p.tls.clientAuth,
+          },
     upstream: {
       url: p.upstream.url,
       aliases: p.upstream.aliases.map((u) => u.origin),
@@ -141,7 +194,10 @@ export function resolveConfig(p: Parsed, file: string): Config {
       cacheSize: p.auth.cacheSize,
       maxFailures: p.auth.maxFailures,
       failureWindowMs: p.auth.failureWindow,
+      clientCertificate: p.auth.clientCertificate,
     },
+    access: p.access ?? null,
+    audit: { file: p.audit?.file === undefined ? null : abs(p.audit.file) },
     limits: {
       maxBodySize: p.limits.maxBodySize,
       headersTimeoutMs: p.limits.headersTimeout,

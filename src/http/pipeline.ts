@@ -11,17 +11,19 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
+import { catalogRequest, filterCatalog, hasNextLink, nextLink, type CatalogPage } from '../access/catalog.js';
 import type { Authorizer } from '../access/policy.js';
-import { authenticate, type RequestCredentials } from '../auth/authentication.js';
-import type { AuthOutcome, Authenticator } from '../auth/authenticator.js';
-import { nameOf } from '../auth/identity.js';
+import { authenticate, type AuthenticationOutcome, type RequestCredentials } from '../auth/authentication.js';
+import type { Authenticator } from '../auth/authenticator.js';
+import { nameOf, type Identity } from '../auth/identity.js';
 import type { Config } from '../config/schema.js';
 import { RegistryError } from '../errors.js';
 import { accessLevel, type AccessRecord } from '../ops/access-log.js';
+import { auditEventOf, type AuditLog } from '../ops/audit.js';
 import type { Logger } from '../ops/log.js';
 import { statusClass, type Metrics } from '../ops/metrics.js';
 import { BodyLimit, bodyTooLarge } from '../proxy/body-limit.js';
-import type { Forwarder, UpstreamOutcome } from '../proxy/forwarder.js';
+import type { ForwardPlan, Forwarder, UpstreamOutcome } from '../proxy/forwarder.js';
 import {
   clientIpOf,
   clientOriginOf,
@@ -32,7 +34,7 @@ import {
   type Framing,
 } from '../proxy/headers.js';
 import { sendError, unauthorized } from './reply.js';
-import { classify, isAmbiguousPath, isRegistryPath, queryProblem, splitTarget, type Route } from './route.js';
+import { classify, isAmbiguousPath, isRegistryPath, looksNamed, queryProblem, splitTarget, withoutMount, type Route } from './route.js';
 import type { Router } from './router.js';
 
 /** What a request needs. Replaced as a whole on reload, so one request never sees half of two configs. */
@@ -43,6 +45,7 @@ export interface Services {
   readonly forwarder: Forwarder;
   /** Paths outside the registry API (/v2/). */
   readonly router: Router;
+  readonly audit: AuditLog;
 }
 
 export interface PipelineDeps {
@@ -57,7 +60,11 @@ export interface PipelineDeps {
 interface Exchange {
   readonly started: number;
   readonly record: AccessRecord;
-  auth: AuthOutcome | null;
+  readonly audit: AuditLog;
+  auth: AuthenticationOutcome | null;
+  identity: Identity['kind'];
+  /** The authorization refused the request. */
+  denied: boolean;
   /** The request body's meter, once the request is forwarded with a body. */
   meter: BodyLimit | null;
   /** The registry side, once forwarded. */
@@ -67,7 +74,16 @@ interface Exchange {
 export function createRequestHandler(deps: PipelineDeps): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     const services = deps.services();
-    const ex: Exchange = { started: performance.now(), record: newRecord(req), auth: null, meter: null, upstream: null };
+    const ex: Exchange = {
+      started: performance.now(),
+      record: newRecord(req),
+      audit: services.audit,
+      auth: null,
+      identity: 'anonymous',
+      denied: false,
+      meter: null,
+      upstream: null,
+    };
     deps.metrics.inFlight.inc();
     if (deps.draining()) res.shouldKeepAlive = false;
     res.once('close', () => finish(deps, ex, res));
@@ -97,14 +113,20 @@ async function serve(req: IncomingMessage, res: ServerResponse, services: Servic
   record.path = path;
   record.operation = route.operation;
   record.repository = route.repository;
+  record.action = route.action;
   if (!isRegistryPath(path)) {
     const handler = services.router.find(path);
     if (handler) return handler(req, res);
     return sendError(res, new RegistryError('UNSUPPORTED', 'not a registry API path (/v2/)', { status: 404 }));
   }
+  if (route.operation === 'other') {
+    // No registry route: nothing to authorize it against, so nothing to forward.
+    if (looksNamed(path)) return sendError(res, new RegistryError('NAME_INVALID', 'invalid repository name'));
+    return sendError(res, new RegistryError('UNSUPPORTED', 'not a registry API route', { status: 404 }));
+  }
 
   // 2. Who asks.
-  const authn = await authenticate(services.authenticator, credentialsOf(req, record.clientIp));
+  const authn = await authenticate(services.authenticator, credentialsOf(req, record.clientIp), config.auth.clientCertificate);
   ex.auth = authn.outcome;
   if (authn.kind === 'refused') {
     if (authn.outcome !== 'throttled') {
@@ -114,14 +136,25 @@ async function serve(req: IncomingMessage, res: ServerResponse, services: Servic
     return sendError(res, new RegistryError('TOOMANYREQUESTS', 'too many failed logins; try again later', { headers: { 'Retry-After': retry } }));
   }
   record.user = nameOf(authn.identity);
+  ex.identity = authn.identity.kind;
 
   // 3. May they.
-  const decision = services.authorizer.authorize(authn.identity, route);
+  const { authorizer } = services;
+  const identity = authn.identity;
+  const decision = authorizer.authorize(identity, route);
+  record.decision = `${decision.allowed ? 'allow' : 'deny'}: ${decision.reason}`;
   if (!decision.allowed) {
+    ex.denied = true;
     // Anonymous callers get the challenge: docker and podman send credentials only after one.
-    if (authn.identity.kind === 'anonymous') return sendError(res, unauthorized(config.auth.realm));
+    if (identity.kind === 'anonymous') return sendError(res, unauthorized(config.auth.realm));
     record.error = 'denied';
     return sendError(res, new RegistryError('DENIED', 'requested access to the resource is denied'));
+  }
+  if (route.mountFrom !== null && !authorizer.may(identity, 'pull', route.mountFrom).allowed) {
+    // A mount reads its source repository: without pull there, the registry gets an ordinary upload (202)
+    // instead of a link to a blob the caller could not read (distribution app.go: from= needs pull).
+    req.url = withoutMount(req.url ?? '');
+    record.decision += `; mount from ${route.mountFrom} dropped`;
   }
 
   // 4. The declared size, then `100 Continue`: Node sends it only because we listen for 'checkContinue',
@@ -143,13 +176,33 @@ async function serve(req: IncomingMessage, res: ServerResponse, services: Servic
   // present, node-http-proxy#1447, so this is the one place that works for every request).
   req.headers = forwardHeaders(req.headers, framing, { clientIp: record.clientIp, proto, host: req.headers.host ?? listenHost });
   ex.meter = hasBody(framing) ? new BodyLimit(limit, framing.kind === 'length' ? framing.length : null) : null;
-  ex.upstream = { status: null, ms: null, bytesOut: 0, error: null, settled: false };
-  await services.forwarder.forward(
-    req,
-    res,
-    { body: ex.meter, responseHeaders: (headers) => rewriteResponseHeaders(headers, internalOrigins, clientOrigin) },
-    ex.upstream,
-  );
+  ex.upstream = { status: null, ms: null, bytesOut: 0, digest: null, error: null, settled: false };
+  const plan: ForwardPlan = { body: ex.meter, responseHeaders: (headers) => rewriteResponseHeaders(headers, internalOrigins, clientOrigin) };
+  if (route.operation === 'catalog' && authorizer.filtersCatalog) {
+    const upstreamHeaders = req.headers;
+    const request = catalogRequest(splitTarget(req.url ?? '').query);
+    plan.transformJson = async (body, headers) => {
+      const first = { repositories: repositoriesOf(body), more: hasNextLink(headers.link) };
+      const fetchPage = async (last: string, n: number): Promise<CatalogPage> => {
+        const page = await services.forwarder.getJson(`/v2/_catalog?n=${n}&last=${encodeURIComponent(last)}`, upstreamHeaders);
+        return { repositories: repositoriesOf(page.body), more: hasNextLink(page.headers.link) };
+      };
+      const filtered = await filterCatalog(first, request, (name) => authorizer.may(identity, 'pull', name).allowed, fetchPage);
+      if (filtered.next === null) delete headers.link;
+      else headers.link = nextLink(filtered.next, request.n);
+      return { repositories: filtered.repositories };
+    };
+  }
+  await services.forwarder.forward(req, res, plan, ex.upstream);
+}
+
+/** The names of a catalog answer; an answer of another shape is the registry's error to own. */
+function repositoriesOf(body: unknown): string[] {
+  const names = (body as { repositories?: unknown } | null)?.repositories;
+  if (!Array.isArray(names) || !names.every((n) => typeof n === 'string')) {
+    throw new RegistryError('UNAVAILABLE', 'upstream catalog answer has no list of repositories', { status: 502 });
+  }
+  return names;
 }
 
 /** Step 1: the request as the proxy will treat it, or why it is refused before anything else happens. */
@@ -167,6 +220,11 @@ function readRequest(req: IncomingMessage): { path: string; route: Route; framin
   if (duplicated !== null) return { refusal: new RegistryError('UNSUPPORTED', `more than one ${duplicated} header`, { status: 400 }) };
   const framing = requestFraming(req.headers);
   if ('problem' in framing) return { refusal: new RegistryError('UNSUPPORTED', framing.problem, { status: 501 }) };
+  // On POST, PUT and PATCH the registry reads `mount` and `from` with Go's FormValue, which prefers a form body
+  // to the query: such a body could name a mount source no rule was asked about. No registry client sends one.
+  if (/^(?:POST|PUT|PATCH)$/.test(req.method ?? '') && /^\s*(?:application\/x-www-form-urlencoded|multipart\/form-data)\b/i.test(req.headers['content-type'] ?? '')) {
+    return { refusal: new RegistryError('UNSUPPORTED', 'form-encoded bodies are not registry requests', { status: 400 }) };
+  }
   return { path, route: classify(req.method ?? 'GET', path, query), framing };
 }
 
@@ -196,6 +254,8 @@ function newRecord(req: IncomingMessage): AccessRecord {
     path: '',
     repository: null,
     operation: 'other',
+    action: null,
+    decision: null,
     status: 0,
     bytesIn: 0,
     bytesOut: 0,
@@ -234,4 +294,6 @@ function finish(deps: PipelineDeps, ex: Exchange, res: ServerResponse): void {
   if (record.error === 'upstream_unavailable') metrics.upstreamErrors.inc({ kind: 'unavailable' });
   if (record.error === 'upstream_timeout') metrics.upstreamErrors.inc({ kind: 'timeout' });
   logger[accessLevel(record)](record, 'request');
+  const event = auditEventOf({ ...record, identity: ex.identity, denied: ex.denied, digest: upstream?.digest ?? null }, new Date());
+  if (event) ex.audit.record(event);
 }

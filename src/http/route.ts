@@ -111,6 +111,35 @@ export function queryProblem(query: string | null): string | null {
   return null;
 }
 
+/**
+ * Does this /v2/ path have the shape of a named route (tags, manifests, blobs, uploads), whatever the name?
+ * Such a path with a name outside the grammar is an invalid name (400), any other unknown path no route (404).
+ */
+export function looksNamed(path: string): boolean {
+  return /^\/v2\/.+\/(?:tags\/list|manifests\/[^/]+|blobs\/uploads(?:\/[^/]*)?|blobs\/[^/]+)$/.test(path);
+}
+
+/**
+ * The target without the `mount` and `from` query parameters (compared decoded, as Go's FormValue reads
+ * them), every other byte as it was: what is forwarded when the caller may not pull the mount's source, so
+ * the registry starts an ordinary upload instead of linking a blob the caller could not read.
+ */
+export function withoutMount(target: string): string {
+  const { path, query } = splitTarget(target);
+  if (query === null) return target;
+  const kept = query.split('&').filter((part) => {
+    const key = part.split('=')[0] ?? '';
+    let decoded = key;
+    try {
+      decoded = decodeURIComponent(key.replace(/\+/g, ' '));
+    } catch {
+      /* an undecodable key is no mount parameter */
+    }
+    return decoded !== 'mount' && decoded !== 'from';
+  });
+  return kept.length === 0 ? path : `${path}?${kept.join('&')}`;
+}
+
 /** Splits a request target into path and raw query (query kept byte for byte, without the `?`). */
 export function splitTarget(target: string): { path: string; query: string | null } {
   const q = target.indexOf('?');

@@ -41,6 +41,9 @@ export function createServer(
         ALPNProtocols: ['http/1.1'],
         // Node's default is 120 s: a connection that sends nothing should cost no more than slow headers do.
         handshakeTimeout: config.limits.headersTimeoutMs,
+        // With a client CA every client is asked for a certificate; `require` ends the handshake of one
+        // without a certificate from that CA, `optional` lets it in without (authentication decides).
+        ...(tlsMaterial.clientCA ? { requestCert: true, rejectUnauthorized: config.tls?.clientAuth !== 'optional' } : {}),
       })
     : http.createServer(common);
   server.timeout = 0;

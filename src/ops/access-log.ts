@@ -2,7 +2,7 @@
  * One access-log line per request, built from an allow-list of fields: no header is ever copied whole,
  * so an Authorization header or password cannot reach the log at any level.
  */
-import type { Route } from '../http/route.js';
+import type { Action, Route } from '../http/route.js';
 
 export interface AccessRecord {
   reqId: string;
@@ -13,6 +13,10 @@ export interface AccessRecord {
   path: string;
   repository: string | null;
   operation: Route['operation'];
+  /** What the request does to the repository (pull, push, delete). */
+  action: Action | null;
+  /** The authorization decision and why: `allow: rule 2`, `deny: no rule`, ... (null if never reached). */
+  decision: string | null;
   status: number;
   bytesIn: number;
   bytesOut: number;

@@ -21,6 +21,7 @@
  *   further request. The pass is removed: the framing the pipeline decided is the one that goes upstream.
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
 import httpProxy from 'http-proxy';
 import { FramingError, PortcullisError, RegistryError, UpstreamTimeoutError, codeOf } from '../errors.js';
 import { endAfterDrain, sendError } from '../http/reply.js';
@@ -63,6 +64,8 @@ export interface UpstreamOutcome {
   ms: number | null;
   /** Response body bytes sent on to the client. */
   bytesOut: number;
+  /** The registry's Docker-Content-Digest, when it sent one (for the audit trail). */
+  digest: string | null;
   error: ForwardError | null;
   /** The proxy answered (or cut) the exchange itself: the client did not abort it. */
   settled: boolean;
@@ -135,6 +138,40 @@ export class Forwarder {
     });
   }
 
+  /**
+   * A GET of the proxy's own to the registry, answered as parsed JSON (at most MAX_TRANSFORMED_BYTES): further
+   * catalog pages. `headers` are the registry's headers of the request it serves (Host, forwarding headers).
+   */
+  getJson(path: string, headers: IncomingHttpHeaders): Promise<{ status: number; headers: IncomingHttpHeaders; body: unknown }> {
+    const { upstream, timeoutMs } = this.#options;
+    const request = upstream.protocol === 'https:' ? https.request : http.request;
+    const sent: IncomingHttpHeaders = { ...headers };
+    delete sent['content-length'];
+    delete sent['transfer-encoding'];
+    return new Promise((resolve, reject) => {
+      const req = request(new URL(path, upstream), { method: 'GET', agent: this.agent, headers: sent }, (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > MAX_TRANSFORMED_BYTES) req.destroy(new RegistryError('UNAVAILABLE', `JSON answer over ${MAX_TRANSFORMED_BYTES} bytes`, { status: 502 }));
+          else chunks.push(c);
+        });
+        res.on('end', () => {
+          try {
+            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown });
+          } catch (err) {
+            reject(err);
+          }
+        });
+        res.on('error', reject);
+      });
+      if (timeoutMs > 0) req.setTimeout(timeoutMs, () => req.destroy(new UpstreamTimeoutError(`upstream idle for ${timeoutMs} ms`)));
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
   close(): void {
     this.#proxy.close();
     this.agent.destroy();
@@ -173,6 +210,8 @@ export class Forwarder {
     state.outcome.status = proxyRes.statusCode ?? null;
     state.outcome.ms = performance.now() - state.started;
     const headers = proxyRes.headers;
+    const digest = headers['docker-content-digest'];
+    if (typeof digest === 'string') state.outcome.digest = digest;
     dropResponseHopHeaders(headers);
     // The registry's framing is for its connection to us; Node frames ours from Content-Length or chunks it.
     delete headers['transfer-encoding'];

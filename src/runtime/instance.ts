@@ -29,7 +29,7 @@ import { FileWatcher } from './watch.js';
 export async function runInstance(initial: Config, logger: Logger): Promise<number> {
   const worker = cluster.isWorker;
   const metrics = new Metrics();
-  let tls: TlsMaterial | null = initial.tls ? loadTlsMaterial(initial.tls.cert, initial.tls.key) : null;
+  let tls: TlsMaterial | null = initial.tls ? loadTlsMaterial(initial.tls.cert, initial.tls.key, initial.tls.clientCA) : null;
   if (!tls) {
     logger.warn(
       'TLS IS DISABLED (tls: false): passwords and images cross the network in clear text, and docker ' +
@@ -68,7 +68,7 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
     const cfg = services.config.tls;
     if (!cfg) return;
     try {
-      tls = loadTlsMaterial(cfg.cert, cfg.key);
+      tls = loadTlsMaterial(cfg.cert, cfg.key, cfg.clientCA);
       // setSecureContext replaces every context option, not only cert and key: without minVersion again a
       // `minVersion: TLSv1.3` server would accept TLS 1.2 after its first certificate reload. The version
       // stays the one the server started with (a minVersion change needs a restart).
@@ -80,7 +80,9 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
       logger.error({ err: (err as Error).message }, 'certificate reload refused; the previous certificate keeps serving');
     }
   };
-  let certWatcher = initial.tls ? new FileWatcher([initial.tls.cert, initial.tls.key], reloadTls, { debounceMs: 500 }) : null;
+  const watchTls = (t: NonNullable<Config['tls']>): FileWatcher =>
+    new FileWatcher([t.cert, t.key, ...(t.clientCA ? [t.clientCA] : [])], reloadTls, { debounceMs: 500 });
+  let certWatcher = initial.tls ? watchTls(initial.tls) : null;
 
   /** SIGHUP: re-read proxy.yaml and swap the services. Nothing changes unless every step succeeds. */
   const reloadConfig = async (): Promise<void> => {
@@ -89,14 +91,14 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
     const fixed = restartOnlyChanges(current, next);
     if (fixed.length > 0) logger.warn({ keys: fixed }, 'these settings change only on restart');
     // What is bound to sockets and processes stays as started.
-    next = { ...next, listen: current.listen, workers: current.workers, metrics: current.metrics, tls: current.tls && next.tls };
+    next = { ...next, listen: current.listen, workers: current.workers, metrics: current.metrics, tls: reloadableTls(current.tls, next.tls) };
     const old = services;
     services = await buildServices(next, old, logger, metrics);
     retire(old, services, next.shutdown.gracePeriodMs);
     logger.level = next.log.level;
-    if (current.tls && next.tls && (current.tls.cert !== next.tls.cert || current.tls.key !== next.tls.key)) {
+    if (current.tls && next.tls && (current.tls.cert !== next.tls.cert || current.tls.key !== next.tls.key || current.tls.clientCA !== next.tls.clientCA)) {
       certWatcher?.close();
-      certWatcher = new FileWatcher([next.tls.cert, next.tls.key], reloadTls, { debounceMs: 500 });
+      certWatcher = watchTls(next.tls);
       reloadTls();
     }
     metrics.reloads.inc({ kind: 'config', result: 'ok' });
@@ -123,6 +125,7 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
         probe?.close();
         await services.authenticator.close();
         services.forwarder.close();
+        await services.audit.close();
         logger.info('stopped');
         resolve(0);
       });
@@ -140,6 +143,7 @@ function restartOnlyChanges(a: Config, b: Config): string[] {
   if (a.workers !== b.workers) changed.push('workers');
   if (JSON.stringify(a.metrics) !== JSON.stringify(b.metrics)) changed.push('metrics.listen');
   if ((a.tls === null) !== (b.tls === null) || a.tls?.minVersion !== b.tls?.minVersion) changed.push('tls');
+  if ((a.tls?.clientCA == null) !== (b.tls?.clientCA == null) || a.tls?.clientAuth !== b.tls?.clientAuth) changed.push('tls.clientCA, tls.clientAuth');
   if (
     a.limits.headersTimeoutMs !== b.limits.headersTimeoutMs ||
     a.limits.keepAliveTimeoutMs !== b.limits.keepAliveTimeoutMs ||
@@ -148,4 +152,13 @@ function restartOnlyChanges(a: Config, b: Config): string[] {
     changed.push('limits (timeouts, maxHeaderSize)');
   }
   return changed;
+}
+
+/**
+ * The TLS settings a reload may apply: new files for the pair and the client CA; whether client certificates
+ * are asked for at all, and the version floor, are properties of the listening server and stay as started.
+ */
+function reloadableTls(current: Config['tls'], next: Config['tls']): Config['tls'] {
+  if (!current || !next) return current;
+  return { ...next, minVersion: current.minVersion, clientAuth: current.clientAuth, clientCA: current.clientCA === null ? null : (next.clientCA ?? current.clientCA) };
 }

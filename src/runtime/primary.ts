@@ -23,7 +23,7 @@ import { loadTlsMaterial } from '../tls/material.js';
 export async function runPrimary(config: Config, logger: Logger): Promise<number> {
   // Fail fast in one place rather than N times: what every worker needs must load before anything forks
   // (workers that cannot start would otherwise only crash and be restarted, more and more slowly).
-  if (config.tls) loadTlsMaterial(config.tls.cert, config.tls.key);
+  if (config.tls) loadTlsMaterial(config.tls.cert, config.tls.key, config.tls.clientCA);
   await loadHtpasswdFile(config.auth.htpasswd);
   let stopping = false;
   let listening = 0;

@@ -7,8 +7,10 @@ import { Authenticator } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../ops/log.js';
 import type { Metrics } from '../ops/metrics.js';
+import { AuditLog } from '../ops/audit.js';
 import { Forwarder } from '../proxy/forwarder.js';
 import { authenticatedOnly } from '../access/policy.js';
+import { AccessRules } from '../access/rules.js';
 import type { Services } from '../http/pipeline.js';
 import { Router } from '../http/router.js';
 
@@ -38,7 +40,9 @@ export async function buildServices(config: Config, previous: Services | null, l
           maxSockets: config.upstream.maxSockets,
           logger,
         });
-  return { config, authenticator, authorizer: authenticatedOnly, forwarder, router: new Router() };
+  const authorizer = config.access ? new AccessRules(config.access) : authenticatedOnly;
+  const audit = previous && previous.audit.file === config.audit.file ? previous.audit : new AuditLog(logger, config.audit.file);
+  return { config, authenticator, authorizer, forwarder, router: new Router(), audit };
 }
 
 /**
@@ -59,11 +63,13 @@ function sameUpstream(a: Config, b: Config): boolean {
 export function retire(old: Services, current: Services, afterMs: number): void {
   const authenticator = old.authenticator === current.authenticator ? null : old.authenticator;
   const forwarder = old.forwarder === current.forwarder ? null : old.forwarder;
+  const audit = old.audit === current.audit ? null : old.audit;
   // The old authenticator stops following the file now (one change = one reload), but keeps answering
   // the checks already running.
   authenticator?.stopFollowing();
   setTimeout(() => {
     void authenticator?.close();
     forwarder?.close();
+    void audit?.close();
   }, afterMs).unref();
 }

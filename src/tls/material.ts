@@ -13,13 +13,18 @@ import { PortcullisError } from '../errors.js';
 export interface TlsMaterial {
   cert: Buffer;
   key: Buffer;
+  /** CA certificates client certificates must chain to (tls.clientCA), or null. */
+  clientCA: Buffer | null;
   /** Leaf certificate facts, for the start-up log. */
   subject: string;
   validTo: Date;
 }
 
-/** Reads and checks a cert (full chain allowed: leaf first) and its key. Throws PCL_ERR_TLS with the file named. */
-export function loadTlsMaterial(certPath: string, keyPath: string): TlsMaterial {
+/**
+ * Reads and checks a cert (full chain allowed: leaf first), its key, and the client CA bundle if one is
+ * configured. Throws PCL_ERR_TLS with the file named.
+ */
+export function loadTlsMaterial(certPath: string, keyPath: string, clientCAPath: string | null = null): TlsMaterial {
   const cert = readOrThrow(certPath, 'certificate');
   const key = readOrThrow(keyPath, 'private key');
   let leaf: X509Certificate;
@@ -37,11 +42,30 @@ export function loadTlsMaterial(certPath: string, keyPath: string): TlsMaterial 
   if (!leaf.checkPrivateKey(privateKey)) {
     throw new PortcullisError('PCL_ERR_TLS', `${keyPath} does not match the certificate in ${certPath}`);
   }
-  return { cert, key, subject: leaf.subject.replace(/\n/g, ', '), validTo: new Date(leaf.validTo) };
+  const clientCA = clientCAPath === null ? null : loadCABundle(clientCAPath);
+  return { cert, key, clientCA, subject: leaf.subject.replace(/\n/g, ', '), validTo: new Date(leaf.validTo) };
 }
 
+/** The context options a reload may change: the pair, and the CAs client certificates are verified with. */
 export function secureContextOptions(m: TlsMaterial): SecureContextOptions {
-  return { cert: m.cert, key: m.key };
+  return { cert: m.cert, key: m.key, ...(m.clientCA ? { ca: m.clientCA } : {}) };
+}
+
+/** A PEM bundle of at least one CA certificate. */
+function loadCABundle(path: string): Buffer {
+  const pem = readOrThrow(path, 'client CA bundle');
+  const blocks = pem.toString('utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new PortcullisError('PCL_ERR_TLS', `${path}: no PEM certificate in the client CA bundle`);
+  for (const block of blocks) {
+    let ca: X509Certificate;
+    try {
+      ca = new X509Certificate(block);
+    } catch (err) {
+      throw new PortcullisError('PCL_ERR_TLS', `${path}: not a PEM certificate: ${(err as Error).message}`);
+    }
+    if (!ca.ca) throw new PortcullisError('PCL_ERR_TLS', `${path}: ${ca.subject.replace(/\n/g, ', ')} is not a CA certificate`);
+  }
+  return pem;
 }
 
 function readOrThrow(path: string, what: string): Buffer {

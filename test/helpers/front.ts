@@ -98,6 +98,7 @@ export async function startFront(opts: FrontOptions): Promise<Front> {
       await new Promise((resolve) => server.close(resolve));
       await services.authenticator.close();
       services.forwarder.close();
+      await services.audit.close();
       certs?.cleanup();
     },
   };

@@ -15,7 +15,7 @@ export async function checkConfigCommand(argv: string[], io: CommandIO): Promise
   const file = argv.find((a) => !a.startsWith('-')) ?? 'proxy.yaml';
   try {
     const config = loadConfig(file);
-    if (config.tls) loadTlsMaterial(config.tls.cert, config.tls.key);
+    if (config.tls) loadTlsMaterial(config.tls.cert, config.tls.key, config.tls.clientCA);
     const users = (await loadHtpasswdFile(config.auth.htpasswd)).users.size;
     if (config.upstream.ca) readFileSync(config.upstream.ca);
     io.stdout.write(`# ${file}: OK (${users} user${users === 1 ? '' : 's'} in ${config.auth.htpasswd})\n`);
