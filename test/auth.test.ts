@@ -9,10 +9,10 @@ import { Authenticator, type AuthenticatorOptions } from '../src/auth/authentica
 import { BcryptPool } from '../src/auth/bcrypt-pool.js';
 import { PortcullisError, RegistryError } from '../src/errors.js';
 import { createLogger } from '../src/ops/log.js';
+import { basic } from './helpers/wire.js';
 
 const COST = 4;
 const hash = (password: string): string => `$2y$${bcrypt.hashSync(password, COST).slice(4)}`;
-const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
 let dir: string;
 before(async () => {

@@ -6,11 +6,12 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { basicAuth, dockerLogin, errorCodes, request, type HttpResponse } from './helpers/clients.js';
+import { dockerLogin, errorCodes, request, type HttpResponse } from './helpers/clients.js';
 import { describeRun, makeTempDir, run } from './helpers/proc.js';
 import { accessLines, runCli, startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import { basic } from './helpers/wire.js';
 
 const REALM = 'E2E Login Realm';
 const ALICE = { user: 'alice', password: 'correct horse' };
@@ -59,7 +60,7 @@ function get(path: string, headers: Record<string, string> = {}): Promise<HttpRe
 
 async function expectProxyAlive(): Promise<void> {
   assert.equal(proxy.proc.exitCode, null, `proxy exited\n${proxy.output()}`);
-  const ok = await get('/v2/', { authorization: basicAuth(ALICE.user, ALICE.password) });
+  const ok = await get('/v2/', { authorization: basic(ALICE.user, ALICE.password) });
   assert.equal(ok.status, 200, ok.text());
 }
 
@@ -106,7 +107,7 @@ describe('docker login through the proxy', () => {
       r.cleanup();
     }
     // Only the whole password works: the part before the first colon is not enough.
-    const partial = await get('/v2/', { authorization: basicAuth(COLON.user, 'pa') });
+    const partial = await get('/v2/', { authorization: basic(COLON.user, 'pa') });
     assert.equal(partial.status, 401);
   });
 
@@ -140,7 +141,7 @@ describe('GET /v2/ through the proxy', () => {
 
   test('with credentials: 200 from the registry for every user in the file', async () => {
     for (const u of [ALICE, COLON, TOOL]) {
-      const r = await get('/v2/', { authorization: basicAuth(u.user, u.password) });
+      const r = await get('/v2/', { authorization: basic(u.user, u.password) });
       assert.equal(r.status, 200, `${u.user}: ${r.text()}`);
       assert.equal(r.headers['docker-distribution-api-version'], 'registry/2.0');
       assert.equal(r.text().trim(), '{}');
@@ -148,7 +149,7 @@ describe('GET /v2/ through the proxy', () => {
   });
 
   test('unknown user and wrong password: 401 with the challenge', async () => {
-    for (const auth of [basicAuth('nobody', 'x'), basicAuth(ALICE.user, 'wrong')]) {
+    for (const auth of [basic('nobody', 'x'), basic(ALICE.user, 'wrong')]) {
       const r = await get('/v2/', { authorization: auth });
       assert.equal(r.status, 401, r.text());
       assert.equal(r.headers['www-authenticate'], `Basic realm="${REALM}"`);

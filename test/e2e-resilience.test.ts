@@ -10,13 +10,14 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'n
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { basicAuth, errorCodes, request, skopeoCopy, type HttpResponse, type RequestOptions } from './helpers/clients.js';
+import { errorCodes, request, skopeoCopy, type HttpResponse, type RequestOptions } from './helpers/clients.js';
 import { buildOciImage, pseudoRandomBytes, readOciImage, sha256 } from './helpers/oci-image.js';
 import { describeRun, makeTempDir, sleep } from './helpers/proc.js';
 import { accessLines, type RunningPortcullis } from './helpers/portcullis.js';
 import type { RunningRegistry } from './helpers/registry.js';
 import { startStack, type Stack } from './helpers/stack.js';
 import type { TestCerts } from './helpers/tls.js';
+import { basic } from './helpers/wire.js';
 
 const USER = 'resilient';
 const PASSWORD = 'still:standing';
@@ -220,7 +221,7 @@ describe('clients that abort', () => {
 /** GET through the proxy, paused once the first body bytes arrive; `abort()` destroys the client connection. */
 function startedDownload(url: string): Promise<{ received: number; abort: () => void }> {
   return new Promise((resolve, reject) => {
-    const req = httpsRequest(url, { ca: certs.ca, agent: false, headers: { authorization: basicAuth(USER, PASSWORD) } }, (res) => {
+    const req = httpsRequest(url, { ca: certs.ca, agent: false, headers: { authorization: basic(USER, PASSWORD) } }, (res) => {
       if (res.statusCode !== 200) {
         reject(new Error(`download answered ${res.statusCode}`));
         req.destroy();
@@ -255,7 +256,7 @@ async function abortedUpload(name: string): Promise<number> {
       method: 'PATCH',
       ca: certs.ca,
       agent: false,
-      headers: { authorization: basicAuth(USER, PASSWORD), 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
+      headers: { authorization: basic(USER, PASSWORD), 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
     });
     req.on('response', (res) => {
       reject(new Error(`the PATCH was answered (${res.statusCode}) before the abort`));

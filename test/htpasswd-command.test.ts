@@ -10,6 +10,7 @@ import bcrypt from 'bcryptjs';
 import { htpasswdCommand } from '../src/cli/commands/htpasswd.js';
 import { parseHtpasswd, verifyPassword } from '../src/auth/htpasswd.js';
 import { sink } from './helpers/sink.js';
+import { basic } from './helpers/wire.js';
 
 let dir: string;
 before(async () => {
@@ -296,7 +297,6 @@ describe('registry:2 (distribution) accepts what add writes', () => {
           await new Promise((r) => setTimeout(r, 100));
         }
       }
-      const basic = (u: string, p: string): string => `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}`;
       assert.equal(await get(), 401);
       assert.equal(await get(basic('alice', 'pa:ss wörd')), 200);
       assert.equal(await get(basic('alice', 'pa:ss word')), 401);

@@ -23,6 +23,7 @@ import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { makeTestCerts, signCert, type TestCerts } from './helpers/tls.js';
 import { eventually, waitForNewLog } from './helpers/wait.js';
 import { metric } from './helpers/prometheus.js';
+import { basic } from './helpers/wire.js';
 
 const T = { timeout: 60_000 };
 
@@ -71,8 +72,6 @@ function agentGet(url: string, agent: https.Agent, auth: string): Promise<{ stat
     req.end();
   });
 }
-
-const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
 /** Replace a file the way editors and `htpasswd` do: write a temp file next to it, rename over. */
 function replaceByRename(path: string, content: string | Buffer): void {

@@ -14,12 +14,13 @@ import net from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import bcrypt from 'bcryptjs';
-import { basicAuth, request } from './helpers/clients.js';
+import { request } from './helpers/clients.js';
 import { sha256 } from './helpers/oci-image.js';
 import { startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { makeTestCerts, type TestCerts } from './helpers/tls.js';
 import { eventually, waitForNewLog } from './helpers/wait.js';
+import { basic } from './helpers/wire.js';
 
 const T = { timeout: 90_000 };
 const USER = { user: 'alice', password: 'alice-pw' };
@@ -91,7 +92,7 @@ function download(url: string, ca: string, pauseAfter: number, agent: https.Agen
   let pausedResolve: () => void = () => {};
   const paused = new Promise<void>((r) => (pausedResolve = r));
   const done = new Promise<{ status: number; body: Buffer; connection: string | undefined; complete: boolean }>((resolve, reject) => {
-    const req = https.request(url, { ca, agent, headers: { authorization: basicAuth(USER.user, USER.password) } }, (res) => {
+    const req = https.request(url, { ca, agent, headers: { authorization: basic(USER.user, USER.password) } }, (res) => {
       const chunks: Buffer[] = [];
       let got = 0;
       let rate = 0;
@@ -204,7 +205,7 @@ describe('graceful shutdown', () => {
     // An idle keep-alive connection must not hold the shutdown up.
     const idleAgent = new https.Agent({ keepAlive: true, ca: certs.ca });
     const warm = await new Promise<number>((resolve, reject) => {
-      https.get(`${proxy.url}/v2/`, { agent: idleAgent, headers: { authorization: basicAuth(USER.user, USER.password) } }, (res) => {
+      https.get(`${proxy.url}/v2/`, { agent: idleAgent, headers: { authorization: basic(USER.user, USER.password) } }, (res) => {
         res.resume();
         res.once('end', () => resolve(res.statusCode ?? 0));
       }).once('error', reject);
