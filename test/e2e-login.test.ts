@@ -157,7 +157,7 @@ describe('GET /v2/ through the proxy', () => {
     }
   });
 
-  test('malformed Authorization headers get 400/401 with registry JSON, never 500, and the proxy keeps serving', async () => {
+  test('malformed Authorization headers get 401 with the challenge and registry JSON, never 500, and the proxy keeps serving', async () => {
     const cases: Array<[string, string]> = [
       ['bad base64', 'Basic !!!not*base64!!!'],
       ['base64 of wrong length', 'Basic YWxpY2U6cGFzc3dvcmQ'],
@@ -165,19 +165,19 @@ describe('GET /v2/ through the proxy', () => {
       ['not UTF-8', `Basic ${Buffer.from([0xff, 0xfe, 0x3a, 0x41]).toString('base64')}`],
       ['scheme only', 'Basic'],
       ['other scheme', 'Bearer abc.def.ghi'],
-      ['9 KB', `Basic ${Buffer.from(`alice:${'x'.repeat(7000)}`).toString('base64')}`],
+      ['9 KB', basic('alice', 'x'.repeat(7000))],
       ['9 KB of padding', `Basic ${'A'.repeat(9 * 1024)}`],
     ];
-    for (const [name, header] of cases) {
-      const r = await get('/v2/', { authorization: header });
-      assert.ok(r.status === 400 || r.status === 401, `${name}: status ${r.status} ${r.text()}`);
+    // A client that sent something unreadable is asked for credentials again, like one that sent none.
+    const refused = (name: string, r: HttpResponse): void => {
+      assert.equal(r.status, 401, `${name}: ${r.text()}`);
+      assert.equal(r.headers['www-authenticate'], `Basic realm="${REALM}"`, name);
       assert.equal(r.headers['docker-distribution-api-version'], 'registry/2.0', name);
-      const codes = errorCodes(r);
-      assert.ok(codes.length > 0 && !codes.includes('UNKNOWN'), `${name}: ${r.text()}`);
-    }
+      assert.deepEqual(errorCodes(r), ['UNAUTHORIZED'], name);
+    };
+    for (const [name, header] of cases) refused(name, await get('/v2/', { authorization: header }));
     // Also on a repository path (not just the ping), and the proxy is still up and answering.
-    const onBlob = await get('/v2/demo/app/blobs/sha256:' + '0'.repeat(64), { authorization: 'Basic %%%' });
-    assert.ok(onBlob.status === 400 || onBlob.status === 401, `${onBlob.status} ${onBlob.text()}`);
+    refused('on a blob path', await get('/v2/demo/app/blobs/sha256:' + '0'.repeat(64), { authorization: 'Basic %%%' }));
     await expectProxyAlive();
     assert.equal(accessLines(proxy, (l) => typeof l['status'] === 'number' && (l['status'] as number) >= 500).length, 0, proxy.output());
   });
