@@ -4,13 +4,12 @@
  * `portcullis htpasswd add`, and raw requests for the challenge and hostile Authorization headers.
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { dockerLogin, errorCodes, request, type HttpResponse } from './helpers/clients.js';
-import { describeRun, makeTempDir, run } from './helpers/proc.js';
-import { accessLines, runCli, startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
-import { startRegistry, type RunningRegistry } from './helpers/registry.js';
-import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import { describeRun } from './helpers/proc.js';
+import { accessLines, runCli, type RunningPortcullis } from './helpers/portcullis.js';
+import { startStack, type Stack } from './helpers/stack.js';
+import type { TestCerts } from './helpers/tls.js';
 import { basic } from './helpers/wire.js';
 
 const REALM = 'E2E Login Realm';
@@ -18,41 +17,27 @@ const ALICE = { user: 'alice', password: 'correct horse' };
 const COLON = { user: 'colon', password: 'pa:ss:word' };
 const TOOL = { user: 'tooluser', password: 'made-by-portcullis' };
 
-/** Every test sends its credentials from 127.0.0.1: keep the brute-force throttle out of the way. */
-const MAX_FAILURES = 1000;
-
+let stack: Stack;
 let certs: TestCerts;
-let registry: RunningRegistry;
 let proxy: RunningPortcullis;
 
 before(async () => {
-  certs = await makeTestCerts();
-  registry = await startRegistry();
-  const dir = makeTempDir('portcullis-e2e-login-');
-  const htpasswd = join(dir, 'htpasswd');
   // Apache's tool writes the file ($2y$ bcrypt, low cost to keep the suite fast) ...
-  const first = await run('htpasswd', ['-Bbc', '-C', '5', htpasswd, ALICE.user, ALICE.password]);
-  assert.equal(first.code, 0, describeRun('htpasswd -Bbc', first));
-  const second = await run('htpasswd', ['-Bb', '-C', '5', htpasswd, COLON.user, COLON.password]);
-  assert.equal(second.code, 0, describeRun('htpasswd -Bb', second));
-  // ... and our own command adds a user to the same file.
-  const add = await runCli(['htpasswd', 'add', htpasswd, TOOL.user, '--password-stdin', '--cost', '5'], { input: `${TOOL.password}\n` });
-  assert.equal(add.code, 0, describeRun('portcullis htpasswd add', add));
-
-  proxy = await startPortcullis({
-    listen: '127.0.0.1:0',
-    tls: { cert: certs.certFile, key: certs.keyFile },
-    upstream: { url: registry.url },
-    auth: { htpasswd, realm: REALM, maxFailures: MAX_FAILURES },
-    log: { level: 'debug' },
-  });
+  stack = await startStack(
+    { [ALICE.user]: ALICE.password, [COLON.user]: COLON.password },
+    {
+      proxy: { auth: { realm: REALM }, log: { level: 'debug' } },
+      // ... and our own command adds a user to the same file.
+      beforeProxy: async (htpasswd) => {
+        const add = await runCli(['htpasswd', 'add', htpasswd, TOOL.user, '--password-stdin', '--cost', '5'], { input: `${TOOL.password}\n` });
+        assert.equal(add.code, 0, describeRun('portcullis htpasswd add', add));
+      },
+    },
+  );
+  ({ certs, proxy } = stack);
 });
 
-after(async () => {
-  await proxy?.stop();
-  await registry?.close();
-  certs?.cleanup();
-});
+after(() => stack?.close());
 
 function get(path: string, headers: Record<string, string> = {}): Promise<HttpResponse> {
   return request(`${proxy.url}${path}`, { ca: certs.ca, headers });
