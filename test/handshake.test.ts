@@ -62,13 +62,14 @@ test('silent connections do not keep the process alive past the grace period on 
   const sockets = await silentConnections(proxy.port, 10);
   const started = Date.now();
   proxy.proc.kill('SIGTERM');
-  const exit = await Promise.race([
-    proxy.exited,
-    new Promise<'late'>((r) => setTimeout(() => r('late'), 15_000)),
-  ]);
+  let timer: NodeJS.Timeout | undefined;
+  const exit = await Promise.race([proxy.exited, new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), 15_000)))]);
+  clearTimeout(timer);
+  const tookMs = Date.now() - started;
   for (const s of sockets) s.destroy();
   if (exit === 'late') await proxy.stop('SIGKILL');
   assert.ok(exit !== 'late', `still running 15 s after SIGTERM with a 1 s grace period\n${proxy.output()}`);
   assert.equal(exit.code, 0);
-  assert.ok(Date.now() - started < 15_000);
+  // The grace period ends it, with some room for a busy machine; the 15 s race above only stops a hang.
+  assert.ok(tookMs < 5000, `exited ${tookMs} ms after SIGTERM with a 1 s grace period`);
 });
