@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -9,10 +9,11 @@ import { Authenticator, type AuthenticatorOptions } from '../src/auth/authentica
 import { BcryptPool } from '../src/auth/bcrypt-pool.js';
 import { PortcullisError, RegistryError } from '../src/errors.js';
 import { createLogger } from '../src/ops/log.js';
+import { eventually } from './helpers/wait.js';
+import { basic } from './helpers/wire.js';
 
 const COST = 4;
 const hash = (password: string): string => `$2y$${bcrypt.hashSync(password, COST).slice(4)}`;
-const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
 let dir: string;
 before(async () => {
@@ -42,14 +43,6 @@ function capture(): { logger: AuthenticatorOptions['logger']; lines: Array<Recor
       return raw.join('');
     },
   };
-}
-
-async function waitFor(cond: () => boolean, what: string, limitMs = 15_000): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  while (!cond()) {
-    if (Date.now() > deadline) assert.fail(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 let fileNo = 0;
@@ -309,16 +302,16 @@ describe('Authenticator reload', () => {
       const tmp = `${path}.tmp`;
       await writeFile(tmp, `alice:${hash('alice-pw')}\ncarol:${hash('carol-pw')}\n`);
       await rename(tmp, path);
-      await waitFor(() => auth.users === 2, 'the renamed file to be loaded');
+      await eventually('the renamed file to be loaded', async () => auth.users === 2);
       assert.equal((await auth.authenticate(basic('carol', 'carol-pw'), '10.0.0.1')).outcome, 'ok');
 
       // A broken save is refused once and not re-parsed on every poll; the next good save is picked up.
       await writeFile(tmp, 'carol:plaintext\n');
       await rename(tmp, path);
-      await waitFor(() => reloads.includes('error'), 'the broken file to be refused');
+      await eventually('the broken file to be refused', async () => reloads.includes('error'));
       assert.equal(auth.users, 2);
       await writeFile(path, `dave:${hash('dave-pw')}\n`); // in place this time
-      await waitFor(() => auth.users === 1, 'the in-place write to be loaded');
+      await eventually('the in-place write to be loaded', async () => auth.users === 1);
       assert.equal((await auth.authenticate(basic('dave', 'dave-pw'), '10.0.0.1')).outcome, 'ok');
       assert.equal(reloads.filter((r) => r === 'error').length, 1);
       assert.equal(reloads[0], 'ok');
@@ -335,12 +328,12 @@ describe('Authenticator reload', () => {
     const auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, onReload: (r) => reloads.push(r) });
     try {
       await rm(path);
-      await waitFor(() => reloads.includes('error'), 'the missing file to be noticed');
+      await eventually('the missing file to be noticed', async () => reloads.includes('error'));
       assert.equal(auth.users, 1);
       assert.equal((await auth.authenticate(basic('alice', 'alice-pw'), '10.0.0.1')).outcome, 'ok');
       await writeFile(`${path}.tmp`, `alice:${hash('alice-pw')}\nbob:${hash('bob-pw')}\n`);
       await rename(`${path}.tmp`, path);
-      await waitFor(() => auth.users === 2, 'the file to come back');
+      await eventually('the file to come back', async () => auth.users === 2);
       assert.deepEqual(reloads, ['error', 'ok']);
       log.text();
       assert.ok(log.lines.some((l) => l.level === 50 && String(l.err).includes('no such file')));
@@ -349,13 +342,56 @@ describe('Authenticator reload', () => {
     }
   });
 
-  it('close() stops following the file', async () => {
-    const log = capture();
-    const path = await htpasswdFile(`alice:${hash('alice-pw')}\n`);
-    const auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger });
-    await auth.close();
-    await auth.close();
-    assert.equal(await auth.reload(), false);
-    await assert.rejects(auth.authenticate(basic('alice', 'alice-pw'), '10.0.0.1'), (err: unknown) => err instanceof RegistryError && err.code === 'UNAVAILABLE');
+  it('close() and stopFollowing() stop following the file', async () => {
+    // The file is a symlink into another folder, as Kubernetes mounts secrets: a write to the target makes no
+    // event in the link's folder, so only the stat poll (every 2 s) sees it. A third authenticator that keeps
+    // following the same link shows when the poll has run; the two that stopped must not have reloaded.
+    const targetDir = join(dir, `target-${++fileNo}`);
+    await mkdir(targetDir);
+    const target = join(targetDir, 'htpasswd');
+    await writeFile(target, `alice:${hash('alice-pw')}\n`);
+    const path = join(dir, `link-${fileNo}`);
+    await symlink(target, path);
+    const follow = (log: ReturnType<typeof capture>, reloads: string[]): Promise<Authenticator> =>
+      Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, onReload: (r) => reloads.push(r) });
+    const closedLog = capture();
+    const stoppedLog = capture();
+    const closedReloads: string[] = [];
+    const stoppedReloads: string[] = [];
+    const openReloads: string[] = [];
+    // The stopped ones first: their polls tick just before the open one's, so when it has seen a change, they would have.
+    const closed = await follow(closedLog, closedReloads);
+    const stopped = await follow(stoppedLog, stoppedReloads);
+    const open = await follow(capture(), openReloads);
+    try {
+      await closed.close();
+      await closed.close();
+      stopped.stopFollowing();
+      const logged = { closed: closedLog.text(), stopped: stoppedLog.text() };
+
+      await writeFile(target, `alice:${hash('alice-pw')}\nbob:${hash('bob-pw')}\n`);
+      await eventually('the open authenticator to see the write by its poll', async () => open.users === 2);
+      // Then a replace by rename, which the folder watch reports at once: it ends the wait for anything the
+      // poll above started, and checks the watch was stopped too.
+      await writeFile(`${path}.tmp`, `alice:${hash('alice-pw')}\nbob:${hash('bob-pw')}\ncarol:${hash('carol-pw')}\n`);
+      await rename(`${path}.tmp`, path);
+      await eventually('the open authenticator to see the rename', async () => open.users === 3);
+      assert.deepEqual(openReloads, ['ok', 'ok']);
+
+      assert.deepEqual(closedReloads, [], 'the closed authenticator reloaded');
+      assert.equal(closedLog.text(), logged.closed, 'the closed authenticator logged after close()');
+      assert.equal(closed.users, 1);
+      assert.deepEqual(stoppedReloads, [], 'the authenticator that stopped following reloaded');
+      assert.equal(stoppedLog.text(), logged.stopped, 'the authenticator that stopped following logged');
+      assert.equal(stopped.users, 1);
+      // It still answers, with the users it had: checks in flight when it was replaced must finish.
+      assert.equal((await stopped.authenticate(basic('alice', 'alice-pw'), '10.0.0.1')).outcome, 'ok');
+      assert.equal((await stopped.authenticate(basic('carol', 'carol-pw'), '10.0.0.1')).outcome, 'failed');
+
+      assert.equal(await closed.reload(), false);
+      await assert.rejects(closed.authenticate(basic('alice', 'alice-pw'), '10.0.0.1'), (err: unknown) => err instanceof RegistryError && err.code === 'UNAVAILABLE');
+    } finally {
+      await Promise.all([closed.close(), stopped.close(), open.close()]);
+    }
   });
 });

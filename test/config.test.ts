@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { effectiveConfig } from '../src/config/effective.ts';
-import { configKeyPaths, envName, loadConfig, parseConfig } from '../src/config/load.ts';
+import { envName, loadConfig, parseConfig, type Config } from '../src/config/load.ts';
 import { PortcullisError } from '../src/errors.ts';
 
 const MINIMAL = `tls: { cert: certs/server.crt, key: certs/server.key }
@@ -107,11 +107,49 @@ test('*_FILE reads a value from a file (mounted secrets)', () => {
   assert.throws(() => parseConfig(MINIMAL, '/x/proxy.yaml', { PORTCULLIS_AUTH_REALM_FILE: join(dir, 'nope') }), /PORTCULLIS_AUTH_REALM_FILE: cannot read/);
 });
 
-test('every schema key has an environment variable', () => {
-  const names = configKeyPaths().map(envName);
-  for (const n of ['PORTCULLIS_LISTEN', 'PORTCULLIS_TLS_CERT', 'PORTCULLIS_TLS_MIN_VERSION', 'PORTCULLIS_UPSTREAM_CA', 'PORTCULLIS_AUTH_HTPASSWD', 'PORTCULLIS_AUTH_CACHE_TTL', 'PORTCULLIS_LIMITS_MAX_BODY_SIZE', 'PORTCULLIS_LOG_LEVEL', 'PORTCULLIS_SHUTDOWN_GRACE_PERIOD']) {
-    assert.ok(names.includes(n), `${n} missing from ${names.join(' ')}`);
+test('every config key has its environment variable, and each one takes effect', () => {
+  // Written out here, not derived from configKeyPaths (the walker the overrides themselves use): a key the
+  // walker misses has no variable, and its row fails. Each value differs from what MINIMAL gives.
+  const cases: Array<[name: string, value: string, read: (c: Config) => unknown, expected: unknown]> = [
+    ['PORTCULLIS_LISTEN', '127.0.0.1:6000', (c) => c.listen, { host: '127.0.0.1', port: 6000 }],
+    ['PORTCULLIS_TLS', 'false', (c) => c.tls, null],
+    ['PORTCULLIS_TLS_CERT', '/env/server.crt', (c) => c.tls?.cert, '/env/server.crt'],
+    ['PORTCULLIS_TLS_KEY', '/env/server.key', (c) => c.tls?.key, '/env/server.key'],
+    ['PORTCULLIS_TLS_MIN_VERSION', 'TLSv1.3', (c) => c.tls?.minVersion, 'TLSv1.3'],
+    ['PORTCULLIS_UPSTREAM_URL', 'http://registry:5000', (c) => c.upstream.url.origin, 'http://registry:5000'],
+    ['PORTCULLIS_UPSTREAM_CA', '/env/ca.crt', (c) => c.upstream.ca, '/env/ca.crt'],
+    ['PORTCULLIS_UPSTREAM_ALIASES', '["http://registry.internal:5000"]', (c) => c.upstream.aliases, ['http://registry.internal:5000']],
+    ['PORTCULLIS_UPSTREAM_TIMEOUT', '90s', (c) => c.upstream.timeoutMs, 90_000],
+    ['PORTCULLIS_UPSTREAM_MAX_SOCKETS', '7', (c) => c.upstream.maxSockets, 7],
+    ['PORTCULLIS_AUTH_HTPASSWD', '/env/htpasswd', (c) => c.auth.htpasswd, '/env/htpasswd'],
+    ['PORTCULLIS_AUTH_REALM', 'Env Realm', (c) => c.auth.realm, 'Env Realm'],
+    ['PORTCULLIS_AUTH_CACHE_TTL', '1m', (c) => c.auth.cacheTtlMs, 60_000],
+    ['PORTCULLIS_AUTH_CACHE_SIZE', '5', (c) => c.auth.cacheSize, 5],
+    ['PORTCULLIS_AUTH_MAX_FAILURES', '3', (c) => c.auth.maxFailures, 3],
+    ['PORTCULLIS_AUTH_FAILURE_WINDOW', '2m', (c) => c.auth.failureWindowMs, 120_000],
+    ['PORTCULLIS_LIMITS_MAX_BODY_SIZE', '2G', (c) => c.limits.maxBodySize, 2 * 1024 ** 3],
+    ['PORTCULLIS_LIMITS_HEADERS_TIMEOUT', '5s', (c) => c.limits.headersTimeoutMs, 5000],
+    ['PORTCULLIS_LIMITS_KEEP_ALIVE_TIMEOUT', '10s', (c) => c.limits.keepAliveTimeoutMs, 10_000],
+    ['PORTCULLIS_LIMITS_MAX_HEADER_SIZE', '32K', (c) => c.limits.maxHeaderSize, 32 * 1024],
+    ['PORTCULLIS_METRICS_LISTEN', '0.0.0.0:9090', (c) => c.metrics, { host: '0.0.0.0', port: 9090 }],
+    ['PORTCULLIS_LOG_LEVEL', 'debug', (c) => c.log.level, 'debug'],
+    ['PORTCULLIS_WORKERS', '3', (c) => c.workers, 3],
+    ['PORTCULLIS_SHUTDOWN_GRACE_PERIOD', '45s', (c) => c.shutdown.gracePeriodMs, 45_000],
+  ];
+  const plain = parseConfig(MINIMAL, '/x/proxy.yaml', {});
+  for (const [name, value, read, expected] of cases) {
+    assert.notDeepEqual(read(plain), expected, `${name}: pick a value MINIMAL does not already give`);
+    assert.deepEqual(read(parseConfig(MINIMAL, '/x/proxy.yaml', { [name]: value })), expected, `${name}=${value} has no effect`);
   }
+  // The README documents exactly these keys (a row "`tls.cert` / `tls.key`" documents two).
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  const table = readme.slice(readme.indexOf('| Key | Default | Meaning |'));
+  const documented = table
+    .slice(0, table.indexOf('\n\n'))
+    .split('\n')
+    .slice(2)
+    .flatMap((row) => [...(row.split('|')[1] ?? '').matchAll(/`([\w.]+)`/g)].map((m) => m[1]!));
+  assert.deepEqual(documented.map((k) => envName(k.split('.'))).sort(), cases.map(([name]) => name).sort(), 'README configuration table');
 });
 
 test('realm cannot break the WWW-Authenticate header', () => {

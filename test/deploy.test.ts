@@ -297,9 +297,17 @@ describe('deploy/kubernetes', () => {
     const authSecret = find('Secret', String(obj(authMount.volume.secret, 'htpasswd secret volume').secretName));
     assert.ok(posix.basename(cfg.auth.htpasswd) in obj(authSecret.stringData ?? authSecret.data, 'htpasswd secret data'));
 
+    // Without defaultMode Kubernetes mounts secret files 0644: the key and the hashes world-readable.
+    // Read-only for the owner, and for the group only (fsGroup lets the non-root user in): 0400 or 0440.
     for (const m of [tlsMount, authMount]) {
-      const mode = obj(m.volume.secret, 'secret').defaultMode;
-      if (mode !== undefined) assert.equal(Number(mode) & 0o007, 0, `secret files not world-readable (mode ${str(mode)})`);
+      const secret = obj(m.volume.secret, 'secret');
+      const name = str(secret.secretName);
+      assert.equal(typeof secret.defaultMode, 'number', `${name}: defaultMode must be set (got ${str(secret.defaultMode)})`);
+      const mode = Number(secret.defaultMode);
+      assert.ok(mode === 0o400 || mode === 0o440, `${name}: defaultMode 0${mode.toString(8)} must be 0400 or 0440`);
+      for (const item of arr(secret.items ?? [], `${name} items`).map((x) => obj(x, 'item'))) {
+        assert.equal(item.mode, undefined, `${name}: ${str(item.key)} overrides defaultMode`);
+      }
     }
 
     assert.ok(cfg.metrics, 'metrics listener on');

@@ -16,7 +16,7 @@ import type { LogLine, RunningPortcullis } from './helpers/portcullis.js';
 import type { RunningRegistry } from './helpers/registry.js';
 import { startStack, type Stack } from './helpers/stack.js';
 import type { TestCerts } from './helpers/tls.js';
-import { eventually } from './helpers/wait.js';
+import { accessLogSince } from './helpers/wait.js';
 
 const USER = 'builder';
 const PASSWORD = 'build:ah:secret';
@@ -50,17 +50,6 @@ after(async () => {
   await stack?.close();
 });
 
-/**
- * The proxy's access-log lines logged since `from`, once `done` holds for them. A client can exit before the
- * proxy's last lines reach this process, so wait for them (up to 10 s; then return what there is, for the
- * assertions to report).
- */
-async function accessSince(from: number, done: (lines: LogLine[]) => boolean): Promise<LogLine[]> {
-  const lines = (): LogLine[] => proxy.logs().slice(from).filter((l) => l['msg'] === 'request');
-  await eventually('access log', async () => done(lines()), 10_000).catch(() => undefined);
-  return lines();
-}
-
 test('buildah pulls through the proxy with the test CA: its store holds the pushed manifest, layers and files', async () => {
   const from = proxy.logs().length;
   const pull = await store.pull(ref, { certDir: certs.caDir, creds: CREDS });
@@ -84,7 +73,7 @@ test('buildah pulls through the proxy with the test CA: its store holds the push
   const wanted = [...image.layerDigests, image.configDigest].map((d) => `/v2/e2e/buildah/blobs/${d}`);
   const paths = (lines: LogLine[]): string[] =>
     lines.filter((l) => l['user'] === USER && l['method'] === 'GET' && l['status'] === 200).map((l) => String(l['path']));
-  const served = paths(await accessSince(from, (lines) => wanted.every((w) => paths(lines).includes(w))));
+  const served = paths(await accessLogSince(proxy, from, (lines) => wanted.every((w) => paths(lines).includes(w))));
   for (const w of wanted) assert.ok(served.includes(w), `no GET of ${w} by ${USER} in the access log:\n${served.join('\n')}`);
 });
 
@@ -100,7 +89,7 @@ test('wrong password: buildah pull and push fail as unauthorized, and the regist
   assert.notEqual(pull.code, 0, describeRun('buildah pull (wrong password)', pull));
   assert.match(pull.stderr, /reading manifest v1 in \S+\/e2e\/buildah-denied: unauthorized/, describeRun('buildah pull (wrong password)', pull));
   const denied = (l: LogLine): boolean => l['repository'] === 'e2e/buildah-denied';
-  const refused = (await accessSince(from, (lines) => lines.some(denied))).filter(denied);
+  const refused = (await accessLogSince(proxy, from, (lines) => lines.some(denied))).filter(denied);
   assert.ok(refused.length > 0 && refused.every((l) => l['status'] === 401 && l['user'] === null), JSON.stringify(refused, null, 1));
 
   const local = await buildOciImage(join(makeTempDir('portcullis-e2e-buildah-denied-'), 'layout'), { layers: 1, layerSize: 256 * 1024, tag: 'v1', seed: `${SEED}-denied` });
@@ -145,7 +134,7 @@ test('buildah pushes a local image through the proxy: the registry serves the di
   }
 
   const manifestPut = (l: LogLine): boolean => l['method'] === 'PUT' && l['operation'] === 'manifest' && l['status'] === 201;
-  const all = await accessSince(from, (lines) => lines.some(manifestPut));
+  const all = await accessLogSince(proxy, from, (lines) => lines.some(manifestPut));
   assert.ok(all.some(manifestPut), `no manifest PUT in the access log:\n${JSON.stringify(all, null, 1)}`);
   const mine = all.filter((l) => l['repository'] === 'e2e/buildah-pushed' && l['status'] !== 401);
   assert.ok(mine.length > 0 && mine.every((l) => l['user'] === USER), JSON.stringify(mine, null, 1));

@@ -17,7 +17,7 @@ import type { LogLine, RunningPortcullis } from './helpers/portcullis.js';
 import type { RunningRegistry } from './helpers/registry.js';
 import { startStack, type Stack } from './helpers/stack.js';
 import { signCert, type TestCerts } from './helpers/tls.js';
-import { eventually } from './helpers/wait.js';
+import { accessLogSince } from './helpers/wait.js';
 
 const USER = 'kubelet';
 const PASSWORD = 'node:pull:secret';
@@ -51,17 +51,6 @@ after(async () => {
   await stack?.close();
 });
 
-/**
- * The proxy's access-log lines logged since `from`, once `done` holds for them. A client can exit before the
- * proxy's last lines reach this process, so wait for them (up to 10 s; then return what there is, for the
- * assertions to report).
- */
-async function accessSince(from: number, done: (lines: LogLine[]) => boolean): Promise<LogLine[]> {
-  const lines = (): LogLine[] => proxy.logs().slice(from).filter((l) => l['msg'] === 'request');
-  await eventually('access log', async () => done(lines()), 10_000).catch(() => undefined);
-  return lines();
-}
-
 test('ctr pulls and unpacks through the proxy, trusting the CA from hosts.toml; what it stored re-hashes to the pushed digests', async () => {
   const from = proxy.logs().length;
   const pull = await ctrd.pull(ref, { hostsDir, user: USER, password: PASSWORD, extraArgs: ['--print-chainid'] });
@@ -94,7 +83,7 @@ test('ctr pulls and unpacks through the proxy, trusting the CA from hosts.toml; 
   // The proxy served the manifest and every layer to the authenticated user.
   const wanted = [...image.layerDigests, image.configDigest].map((d) => `/v2/e2e/ctr/blobs/${d}`);
   const byUser = (lines: LogLine[]): LogLine[] => lines.filter((l) => l['user'] === USER && l['method'] === 'GET' && l['status'] === 200);
-  const served = byUser(await accessSince(from, (lines) => wanted.every((w) => byUser(lines).some((l) => l['path'] === w))));
+  const served = byUser(await accessLogSince(proxy, from, (lines) => wanted.every((w) => byUser(lines).some((l) => l['path'] === w))));
   const paths = served.map((l) => String(l['path']));
   for (const d of [...image.layerDigests, image.configDigest]) {
     assert.ok(paths.includes(`/v2/e2e/ctr/blobs/${d}`), `no GET of ${d} by ${USER} in the access log:\n${paths.join('\n')}`);
@@ -116,7 +105,7 @@ test('wrong password: ctr pull fails with 401 Unauthorized, and the proxy logs t
   assert.notEqual(pull.code, 0, what);
   assert.match(pull.stderr, /failed to resolve reference .*: pulling from host \S+ failed with status code \[manifests v1\]: 401 Unauthorized/, what);
 
-  const lines = (await accessSince(from, (ls) => ls.some((l) => l['repository'] === 'e2e/ctr-denied'))).filter((l) => l['repository'] === 'e2e/ctr-denied');
+  const lines = (await accessLogSince(proxy, from, (ls) => ls.some((l) => l['repository'] === 'e2e/ctr-denied'))).filter((l) => l['repository'] === 'e2e/ctr-denied');
   assert.ok(lines.length > 0, `no access-log line for the refused pull\n${proxy.output()}`);
   assert.ok(lines.every((l) => l['status'] === 401 && l['user'] === null && l['upstreamStatus'] === null), JSON.stringify(lines, null, 1));
 });
@@ -144,7 +133,7 @@ test('ctr pushes an imported image through the proxy: the registry holds the sam
 
   // Each blob was really uploaded (not mounted), by the authenticated user, and the manifest PUT came last.
   const manifestPut = (l: LogLine): boolean => l['method'] === 'PUT' && l['operation'] === 'manifest' && l['status'] === 201;
-  const mine = (await accessSince(from, (lines) => lines.some(manifestPut))).filter((l) => l['repository'] === 'e2e/ctr-pushed' && l['status'] !== 401);
+  const mine = (await accessLogSince(proxy, from, (lines) => lines.some(manifestPut))).filter((l) => l['repository'] === 'e2e/ctr-pushed' && l['status'] !== 401);
   assert.ok(mine.length > 0 && mine.every((l) => l['user'] === USER), JSON.stringify(mine, null, 1));
   const finished = mine.filter((l) => l['method'] === 'PUT' && l['operation'] === 'upload' && l['status'] === 201);
   assert.equal(finished.length, pushed.layerDigests.length + 1, JSON.stringify(mine, null, 1));

@@ -19,6 +19,7 @@ import type { RunningPortcullis } from './helpers/portcullis.js';
 import type { RunningRegistry } from './helpers/registry.js';
 import { startStack, type Stack } from './helpers/stack.js';
 import type { TestCerts } from './helpers/tls.js';
+import { basic } from './helpers/wire.js';
 
 const USER = 'limited';
 const PASSWORD = 'small-bodies';
@@ -89,7 +90,7 @@ function headersOnly(url: string, method: string, contentLength: number): Promis
         ca: certs.ca,
         agent: false,
         headers: {
-          authorization: `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`,
+          authorization: basic(USER, PASSWORD),
           'content-length': String(contentLength),
           'content-type': 'application/octet-stream',
         },
@@ -124,7 +125,7 @@ function chunkedUntilAnswered(url: string, data: Buffer): Promise<HttpResponse> 
         ca: certs.ca,
         agent: false,
         headers: {
-          authorization: `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`,
+          authorization: basic(USER, PASSWORD),
           'content-type': 'application/octet-stream',
           'transfer-encoding': 'chunked',
         },
@@ -217,7 +218,7 @@ function sendWholeRequest(url: string, method: string, data: Buffer, chunked: bo
       const head = [
         `${method} ${u.pathname}${u.search} HTTP/1.1`,
         `Host: ${u.host}`,
-        `Authorization: Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`,
+        `Authorization: ${basic(USER, PASSWORD)}`,
         'Content-Type: application/octet-stream',
         chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${data.length}`,
         '',

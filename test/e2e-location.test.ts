@@ -8,47 +8,26 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chunkedBody, request, skopeoCopy, skopeoInspect, type HttpResponse, type RequestOptions } from './helpers/clients.js';
 import { buildOciImage, pseudoRandomBytes, readOciImage, sha256 } from './helpers/oci-image.js';
-import { describeRun, freePort, makeTempDir, run } from './helpers/proc.js';
-import { startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
-import { startRegistry, type RunningRegistry } from './helpers/registry.js';
-import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import { describeRun, freePort, makeTempDir } from './helpers/proc.js';
+import type { RunningPortcullis } from './helpers/portcullis.js';
+import type { RunningRegistry } from './helpers/registry.js';
+import { startStack, type Stack } from './helpers/stack.js';
 
 const USER = 'locator';
 const PASSWORD = 'where:am:i';
 const MiB = 1024 * 1024;
+const CREDS = `${USER}:${PASSWORD}`;
 const ALIAS_ORIGIN = 'http://registry.internal:5000';
 
-let certs: TestCerts;
-let htpasswd: string;
-
-before(async () => {
-  certs = await makeTestCerts();
-  const dir = makeTempDir('portcullis-e2e-location-');
-  htpasswd = join(dir, 'htpasswd');
-  const h = await run('htpasswd', ['-Bbc', '-C', '5', htpasswd, USER, PASSWORD]);
-  assert.equal(h.code, 0, describeRun('htpasswd', h));
-});
-
-after(() => {
-  certs?.cleanup();
-});
-
-function proxyConfig(upstream: object): object {
-  return {
-    listen: '127.0.0.1:0',
-    tls: { cert: certs.certFile, key: certs.keyFile },
-    upstream,
-    auth: { htpasswd, maxFailures: 1000 },
-  };
-}
+/** The stack of the describe running now (each has its own registry); `via` and skopeo trust its CA. */
+let stack: Stack;
 
 function via(proxy: RunningPortcullis, target: string, opts: RequestOptions = {}): Promise<HttpResponse> {
   const url = /^https?:\/\//.test(target) ? target : `${proxy.url}${target}`;
-  return request(url, { ca: certs.ca, auth: { user: USER, password: PASSWORD }, ...opts });
+  return request(url, { ca: stack.certs.ca, auth: { user: USER, password: PASSWORD }, ...opts });
 }
 
 /** Path and query of an absolute URL, exactly as written (no URL parsing, so no re-encoding). */
@@ -103,16 +82,13 @@ describe('registry with http.host = its internal address, proxy on a non-standar
   before(async () => {
     const regPort = await freePort();
     internal = `http://127.0.0.1:${regPort}`;
-    registry = await startRegistry({ port: regPort, host: internal });
-    proxy = await startPortcullis(proxyConfig({ url: registry.url }));
+    stack = await startStack({ [USER]: PASSWORD }, { registry: { port: regPort, host: internal } });
+    ({ registry, proxy } = stack);
     assert.notEqual(proxy.port, 443);
     assert.notEqual(proxy.port, registry.port);
   });
 
-  after(async () => {
-    await proxy?.stop();
-    await registry?.close();
-  });
+  after(() => stack?.close());
 
   test('the registry itself answers with its internal origin (the problem being solved)', async () => {
     const direct = await request(`${registry.url}/v2/e2e/loc/blobs/uploads/`, {
@@ -192,13 +168,13 @@ describe('registry with http.host = its internal address, proxy on a non-standar
   test('a full skopeo push and pull work through it', async () => {
     const image = await buildOciImage(makeTempDir('portcullis-e2e-loc-img-'), { layers: 3, layerSize: MiB, tag: 'v1', seed: 'e2e-location' });
     const ref = `docker://${proxy.hostPort}/e2e/located:v1`;
-    const push = await skopeoCopy(image.ref, ref, { dest: { certDir: certs.caDir, creds: `${USER}:${PASSWORD}` } });
+    const push = await skopeoCopy(image.ref, ref, { dest: { certDir: stack.certs.caDir, creds: CREDS } });
     assert.equal(push.code, 0, describeRun('skopeo copy (push)', push));
-    const inspect = await skopeoInspect(ref, { certDir: certs.caDir, creds: `${USER}:${PASSWORD}` });
+    const inspect = await skopeoInspect(ref, { certDir: stack.certs.caDir, creds: CREDS });
     assert.equal(inspect.code, 0, describeRun('skopeo inspect', inspect));
     assert.equal((inspect.json as { Digest: string }).Digest, image.manifestDigest);
     const out = makeTempDir('portcullis-e2e-loc-pull-');
-    const pull = await skopeoCopy(ref, `oci:${out}:v1`, { src: { certDir: certs.caDir, creds: `${USER}:${PASSWORD}` } });
+    const pull = await skopeoCopy(ref, `oci:${out}:v1`, { src: { certDir: stack.certs.caDir, creds: CREDS } });
     assert.equal(pull.code, 0, describeRun('skopeo copy (pull)', pull));
     assert.deepEqual(readOciImage(out, 'v1').layerDigests, image.layerDigests);
   });
@@ -210,16 +186,12 @@ describe('registry whose http.host differs from upstream.url', () => {
   let plain: RunningPortcullis;
 
   before(async () => {
-    registry = await startRegistry({ host: ALIAS_ORIGIN });
-    aliased = await startPortcullis(proxyConfig({ url: registry.url, aliases: [ALIAS_ORIGIN] }));
-    plain = await startPortcullis(proxyConfig({ url: registry.url }));
+    stack = await startStack({ [USER]: PASSWORD }, { registry: { host: ALIAS_ORIGIN }, proxy: { upstream: { aliases: [ALIAS_ORIGIN] } } });
+    ({ registry, proxy: aliased } = stack);
+    plain = await stack.startProxy();
   });
 
-  after(async () => {
-    await aliased?.stop();
-    await plain?.stop();
-    await registry?.close();
-  });
+  after(() => stack?.close());
 
   test('without the alias, a Location to the unknown origin passes untouched', async () => {
     const r = await via(plain, '/v2/e2e/alias/blobs/uploads/', { method: 'POST', body: Buffer.alloc(0) });
@@ -252,7 +224,7 @@ describe('registry whose http.host differs from upstream.url', () => {
 
     const image = await buildOciImage(makeTempDir('portcullis-e2e-alias-img-'), { layers: 2, layerSize: MiB, tag: 'v1', seed: 'e2e-alias' });
     const push = await skopeoCopy(image.ref, `docker://${aliased.hostPort}/e2e/aliased:v1`, {
-      dest: { certDir: certs.caDir, creds: `${USER}:${PASSWORD}` },
+      dest: { certDir: stack.certs.caDir, creds: CREDS },
     });
     assert.equal(push.code, 0, describeRun('skopeo copy (push via alias)', push));
   });

@@ -12,6 +12,7 @@ import { buildOciImage, readOciImage, sha256, tarWithOneFile, type OciImage } fr
 import { describeRun, freePort, makeTempDir, run } from './helpers/proc.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import { basic } from './helpers/wire.js';
 
 const LAYER = 1024 * 1024;
 
@@ -228,7 +229,7 @@ describe('TLS certificates and docker login (daemonless)', () => {
     assert.doesNotMatch(ok.stderr, /x509|certificate/i, describeRun('skopeo inspect with CA', ok));
     const seen = server.requests.slice(before);
     assert.ok(
-      seen.some((q) => q.url === '/v2/demo/app/manifests/1' && q.authorization === 'Basic ' + Buffer.from('alice:s3cret').toString('base64')),
+      seen.some((q) => q.url === '/v2/demo/app/manifests/1' && q.authorization === basic('alice', 's3cret')),
       JSON.stringify(seen),
     );
     const bad = await skopeoInspect(`docker://${server.hostPort}/demo/app:1`, { creds: 'alice:s3cret' });
@@ -246,7 +247,7 @@ describe('TLS certificates and docker login (daemonless)', () => {
       assert.equal(r.auths[server.hostPort]?.auth, Buffer.from('alice:s3cret').toString('base64'));
       assert.equal(readFileSync(caPath, 'utf8'), certs.ca);
       const seen = server.requests.slice(before);
-      assert.ok(seen.some((q) => q.authorization === 'Basic ' + Buffer.from('alice:s3cret').toString('base64')));
+      assert.ok(seen.some((q) => q.authorization === basic('alice', 's3cret')));
       assert.ok(seen.every((q) => q.method === 'GET' && q.url === '/v2/'));
       assert.match(seen[0]?.userAgent ?? '', /^Docker-Client\//);
     } finally {

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { chmod, lstat, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -10,6 +9,8 @@ import bcrypt from 'bcryptjs';
 import { htpasswdCommand } from '../src/cli/commands/htpasswd.js';
 import { parseHtpasswd, verifyPassword } from '../src/auth/htpasswd.js';
 import { sink } from './helpers/sink.js';
+import { startRegistry } from './helpers/registry.js';
+import { basic } from './helpers/wire.js';
 
 let dir: string;
 before(async () => {
@@ -252,57 +253,18 @@ describe('htpasswd usage', () => {
   });
 });
 
-/** A free TCP port on loopback. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
-    });
-  });
-}
-
 describe('registry:2 (distribution) accepts what add writes', () => {
   it('authenticates a $2y$ user made by add', async () => {
     const file = newPath();
     assert.equal((await run(['add', file, 'alice', '--cost', '4'], 'pa:ss wörd\n')).code, 0);
-    const port = await freePort();
-    const config = join(dir, 'registry.yml');
-    await writeFile(
-      config,
-      [
-        'version: 0.1',
-        'log: { level: error }',
-        `storage: { filesystem: { rootdirectory: ${JSON.stringify(join(dir, 'registry-data'))} } }`,
-        `http: { addr: "127.0.0.1:${port}" }`,
-        `auth: { htpasswd: { realm: test, path: ${JSON.stringify(file)} } }`,
-        '',
-      ].join('\n'),
-    );
-    const registry = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
-    const exited = new Promise<void>((resolve) => registry.once('exit', () => resolve()));
+    const registry = await startRegistry({ htpasswd: file });
     try {
-      const url = `http://127.0.0.1:${port}/v2/`;
-      const get = async (auth?: string): Promise<number> => (await fetch(url, { headers: auth ? { Authorization: auth } : {} })).status;
-      const deadline = Date.now() + 20_000;
-      for (;;) {
-        try {
-          await get();
-          break;
-        } catch (err) {
-          if (Date.now() > deadline || registry.exitCode !== null) throw err;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      }
-      const basic = (u: string, p: string): string => `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}`;
+      const get = async (auth?: string): Promise<number> => (await fetch(`${registry.url}/v2/`, { headers: auth ? { Authorization: auth } : {} })).status;
       assert.equal(await get(), 401);
       assert.equal(await get(basic('alice', 'pa:ss wörd')), 200);
       assert.equal(await get(basic('alice', 'pa:ss word')), 401);
     } finally {
-      registry.kill();
-      await exited;
+      await registry.close();
     }
   });
 });

@@ -6,12 +6,12 @@
 import assert from 'node:assert/strict';
 import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
-import bcrypt from 'bcryptjs';
 import { request } from './helpers/clients.js';
 import { sha256 } from './helpers/oci-image.js';
-import { startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
+import type { RunningPortcullis } from './helpers/portcullis.js';
 import { run } from './helpers/proc.js';
-import { startRegistry, type RunningRegistry } from './helpers/registry.js';
+import type { RunningRegistry } from './helpers/registry.js';
+import { startStack, type Stack } from './helpers/stack.js';
 import { makeTestCerts, type TestCerts } from './helpers/tls.js';
 import { eventually } from './helpers/wait.js';
 import { metricSum, samples } from './helpers/prometheus.js';
@@ -23,43 +23,22 @@ const USER = { user: 'probeuser-zq7', password: 'probe-pw' };
 const FRESH = { user: 'probeuser-fresh', password: 'fresh-pw' };
 const REPO = 'secretteam-x4/hidden-app-k9';
 
-// ------------------------------------------------------------------------------------------ local helpers
-
-
-
-
-
 // ------------------------------------------------------------------------------------------------ setup
 
+let stack: Stack;
 let registry: RunningRegistry;
 let certs: TestCerts;
 let proxy: RunningPortcullis;
 
 before(async () => {
-  [registry, certs] = await Promise.all([startRegistry(), makeTestCerts()]);
-  proxy = await startPortcullis(
-    {
-      listen: '127.0.0.1:0',
-      tls: { cert: 'server.crt', key: 'server.key' },
-      upstream: { url: registry.url, timeout: '10s' },
-      auth: { htpasswd: 'htpasswd' },
-      metrics: { listen: '127.0.0.1:0' },
-    },
-    {
-      files: {
-        'server.crt': certs.cert,
-        'server.key': certs.key,
-        htpasswd: [USER, FRESH].map((u) => `${u.user}:${bcrypt.hashSync(u.password, 4).replace(/^\$2b\$/, '$2y$')}\n`).join(''),
-      },
-    },
+  stack = await startStack(
+    { [USER.user]: USER.password, [FRESH.user]: FRESH.password },
+    { proxy: { upstream: { timeout: '10s' }, metrics: { listen: '127.0.0.1:0' } } },
   );
+  ({ registry, certs, proxy } = stack);
 });
 
-after(async () => {
-  await proxy?.stop();
-  await registry?.close();
-  certs?.cleanup();
-});
+after(() => stack?.close());
 
 const metricsText = async (): Promise<string> => {
   const r = await request(`${proxy.metricsUrl!}/metrics`);

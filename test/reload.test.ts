@@ -18,11 +18,11 @@ import { stringify } from 'yaml';
 import { request } from './helpers/clients.js';
 import { startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
 import { sha256 } from './helpers/oci-image.js';
-import { sleep } from './helpers/proc.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 import { makeTestCerts, signCert, type TestCerts } from './helpers/tls.js';
 import { eventually, waitForNewLog } from './helpers/wait.js';
 import { metric } from './helpers/prometheus.js';
+import { basic } from './helpers/wire.js';
 
 const T = { timeout: 60_000 };
 
@@ -71,8 +71,6 @@ function agentGet(url: string, agent: https.Agent, auth: string): Promise<{ stat
     req.end();
   });
 }
-
-const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
 /** Replace a file the way editors and `htpasswd` do: write a temp file next to it, rename over. */
 function replaceByRename(path: string, content: string | Buffer): void {
@@ -349,16 +347,30 @@ describe('proxy.yaml reload on SIGHUP', () => {
     assert.equal(proxy.proc.exitCode, null, 'still running');
   });
 
-  test('after a SIGHUP, an htpasswd change still counts as one reload and applies', T, async () => {
-    writeFileSync(proxy.configFile, stringify(baseConfig({ auth: { htpasswd: 'htpasswd', realm: 'Reloaded Realm', maxFailures: 0 }, limits: { maxBodySize: '1K' } })));
-    const from = proxy.logs().length;
+  test('after a SIGHUP that replaces the authenticator, each htpasswd change is one reload', T, async () => {
+    // A new realm builds a new authenticator. The one it replaces must stop following the file: if it did
+    // not, every change would be loaded, logged and counted twice.
+    writeFileSync(proxy.configFile, stringify(baseConfig({ auth: { htpasswd: 'htpasswd', realm: 'Third Realm', maxFailures: 0 }, limits: { maxBodySize: '1K' } })));
+    let from = proxy.logs().length;
     proxy.proc.kill('SIGHUP');
     await waitForNewLog(proxy, from, 'config reloaded', (l) => l['msg'] === 'config reloaded');
+    assert.equal(await challenge(), 'Basic realm="Third Realm"');
     const okBefore = metric(await metricsText(proxy), 'portcullis_config_reloads_total', { kind: 'htpasswd', result: 'ok' });
-    replaceByRename(join(proxy.dir, 'htpasswd'), `${htpasswdLine('alice', 'alice-pw')}\n${htpasswdLine('frank', 'frank-pw')}\n`);
-    await eventually('frank gets 200', async () =>
-      (await request(`${proxy.url}/v2/`, { ca: certs.ca, auth: { user: 'frank', password: 'frank-pw' } })).status === 200);
-    await sleep(2500); // past the debounce and a stat poll: a second count would be in by now
-    assert.equal(metric(await metricsText(proxy), 'portcullis_config_reloads_total', { kind: 'htpasswd', result: 'ok' }), okBefore + 1);
+    from = proxy.logs().length;
+    const file = join(proxy.dir, 'htpasswd');
+    const frank = async (): Promise<number> =>
+      (await request(`${proxy.url}/v2/`, { ca: certs.ca, auth: { user: 'frank', password: 'frank-pw' } })).status;
+    replaceByRename(file, `${htpasswdLine('alice', 'alice-pw')}\n${htpasswdLine('frank', 'frank-pw')}\n`);
+    await eventually('frank gets 200', async () => (await frank()) === 200);
+    // A second change: both watchers would see it at the same moment, so once it has applied, a second
+    // reload of the first change would long be in.
+    replaceByRename(file, `${htpasswdLine('alice', 'alice-pw')}\n`);
+    await eventually('frank gets 401 again', async () => (await frank()) === 401);
+    const reloads = await eventually('two "htpasswd reloaded" lines', async () => {
+      const lines = proxy.logs().slice(from).filter((l) => l['msg'] === 'htpasswd reloaded');
+      return lines.length >= 2 ? lines : null;
+    });
+    assert.equal(metric(await metricsText(proxy), 'portcullis_config_reloads_total', { kind: 'htpasswd', result: 'ok' }), okBefore + 2);
+    assert.equal(reloads.length, 2, JSON.stringify(reloads));
   });
 });

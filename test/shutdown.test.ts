@@ -13,13 +13,14 @@ import https from 'node:https';
 import net from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import bcrypt from 'bcryptjs';
-import { basicAuth, request } from './helpers/clients.js';
+import { request } from './helpers/clients.js';
 import { sha256 } from './helpers/oci-image.js';
-import { startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
-import { startRegistry, type RunningRegistry } from './helpers/registry.js';
-import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import type { RunningPortcullis } from './helpers/portcullis.js';
+import type { RunningRegistry } from './helpers/registry.js';
+import { startStack, type Stack } from './helpers/stack.js';
+import type { TestCerts } from './helpers/tls.js';
 import { eventually, waitForNewLog } from './helpers/wait.js';
+import { basic } from './helpers/wire.js';
 
 const T = { timeout: 90_000 };
 const USER = { user: 'alice', password: 'alice-pw' };
@@ -91,7 +92,7 @@ function download(url: string, ca: string, pauseAfter: number, agent: https.Agen
   let pausedResolve: () => void = () => {};
   const paused = new Promise<void>((r) => (pausedResolve = r));
   const done = new Promise<{ status: number; body: Buffer; connection: string | undefined; complete: boolean }>((resolve, reject) => {
-    const req = https.request(url, { ca, agent, headers: { authorization: basicAuth(USER.user, USER.password) } }, (res) => {
+    const req = https.request(url, { ca, agent, headers: { authorization: basic(USER.user, USER.password) } }, (res) => {
       const chunks: Buffer[] = [];
       let got = 0;
       let rate = 0;
@@ -140,14 +141,16 @@ function download(url: string, ca: string, pauseAfter: number, agent: https.Agen
 
 // ------------------------------------------------------------------------------------------------ setup
 
+let stack: Stack;
 let registry: RunningRegistry;
 let certs: TestCerts;
 let blob: Buffer;
 let blobDigest: string;
-const HTPASSWD = `alice:${bcrypt.hashSync(USER.password, 4).replace(/^\$2b\$/, '$2y$')}\n`;
 
 before(async () => {
-  [registry, certs] = await Promise.all([startRegistry(), makeTestCerts()]);
+  // The stack's own proxy is the first test's; the others start their own with other grace periods.
+  stack = await startStack({ [USER.user]: USER.password }, { proxy: { shutdown: { gracePeriod: '60s' } } });
+  ({ registry, certs } = stack);
   // One blob to download, pushed straight into the registry.
   blob = Buffer.concat(Array.from({ length: BLOB_SIZE / (1024 * 1024) }, (_, i) => chunk(1000 + i, 1024 * 1024)));
   blobDigest = sha256(blob);
@@ -159,23 +162,7 @@ before(async () => {
   assert.equal(done.status, 201, done.text());
 });
 
-after(async () => {
-  await registry?.close();
-  certs?.cleanup();
-});
-
-function startProxy(extra: Record<string, unknown> = {}): Promise<RunningPortcullis> {
-  return startPortcullis(
-    {
-      listen: '127.0.0.1:0',
-      tls: { cert: 'server.crt', key: 'server.key' },
-      upstream: { url: registry.url },
-      auth: { htpasswd: 'htpasswd' },
-      ...extra,
-    },
-    { files: { 'server.crt': certs.cert, 'server.key': certs.key, htpasswd: HTPASSWD } },
-  );
-}
+after(() => stack?.close());
 
 /** POST an upload session through the proxy; its Location (proxy origin). */
 async function openUpload(proxy: RunningPortcullis, repo: string): Promise<URL> {
@@ -198,13 +185,13 @@ describe('graceful shutdown', () => {
   });
 
   test('SIGTERM: new connections refused, in-flight upload and download complete, exit 0', T, async () => {
-    const proxy = await startProxy({ shutdown: { gracePeriod: '60s' } });
+    const proxy = stack.proxy;
     proxies.push(proxy);
 
     // An idle keep-alive connection must not hold the shutdown up.
     const idleAgent = new https.Agent({ keepAlive: true, ca: certs.ca });
     const warm = await new Promise<number>((resolve, reject) => {
-      https.get(`${proxy.url}/v2/`, { agent: idleAgent, headers: { authorization: basicAuth(USER.user, USER.password) } }, (res) => {
+      https.get(`${proxy.url}/v2/`, { agent: idleAgent, headers: { authorization: basic(USER.user, USER.password) } }, (res) => {
         res.resume();
         res.once('end', () => resolve(res.statusCode ?? 0));
       }).once('error', reject);
@@ -276,7 +263,7 @@ describe('graceful shutdown', () => {
   });
 
   test('SIGINT behaves like SIGTERM', T, async () => {
-    const proxy = await startProxy();
+    const proxy = await stack.startProxy();
     proxies.push(proxy);
     const dl = download(`${proxy.url}/v2/shutdown/down/blobs/${blobDigest}`, certs.ca, 1024 * 1024);
     await dl.paused;
@@ -294,7 +281,7 @@ describe('graceful shutdown', () => {
   });
 
   test('a transfer that outlives shutdown.gracePeriod is cut, and the process still exits 0', T, async () => {
-    const proxy = await startProxy({ shutdown: { gracePeriod: '1s' } });
+    const proxy = await stack.startProxy({ shutdown: { gracePeriod: '1s' } });
     proxies.push(proxy);
     const location = await openUpload(proxy, 'shutdown/cut');
     const body = slowBody(Infinity, 16 * 1024, 100); // never ends on its own

@@ -58,10 +58,11 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function serve(cert: string, minVersion: 'TLSv1.2' | 'TLSv1.3' = 'TLSv1.2'): Promise<number> {
+/** The proxy's server for a config naming `cert`; without `minVersion` the config leaves it to the default. */
+async function serve(cert: string, minVersion?: 'TLSv1.2' | 'TLSv1.3'): Promise<number> {
   const config: Config = parseConfig(
     `listen: "127.0.0.1:0"
-tls: { cert: ${cert}, key: leaf.key, minVersion: ${minVersion} }
+tls: { cert: ${cert}, key: leaf.key${minVersion ? `, minVersion: ${minVersion}` : ''} }
 upstream: { url: "http://127.0.0.1:9" }
 auth: { htpasswd: htpasswd }
 `,
@@ -95,15 +96,61 @@ test('without the intermediate in the file, the same client fails: the chain tes
   await assert.rejects(handshake(port, {}), /unable to (get|verify)/i);
 });
 
-test('TLS 1.2 is the floor by default; minVersion TLSv1.3 refuses 1.2', async () => {
-  const port = await serve('chain.crt');
-  await assert.rejects(handshake(port, { minVersion: 'TLSv1', maxVersion: 'TLSv1.1' }));
-  const ok = await handshake(port, { maxVersion: 'TLSv1.2' });
-  assert.equal(ok.getProtocol(), 'TLSv1.2');
-  ok.destroy();
-  const strict = await serve('chain.crt', 'TLSv1.3');
-  await assert.rejects(handshake(strict, { maxVersion: 'TLSv1.2' }));
-  const v13 = await handshake(strict, {});
+/**
+ * OpenSSL 3 refuses TLS 1.0 and 1.1 on its own at its default security level, whatever minVersion says, so a
+ * 1.1 client refused by the proxy proves nothing about the configured floor. Security level 0 (on both ends)
+ * lifts OpenSSL's own refusal; what still refuses old versions then is the server's minVersion, nothing else.
+ * The proxy sets no ciphers of its own, so the server takes tls.DEFAULT_CIPHERS at creation.
+ */
+async function serveAtSecurityLevel0(minVersion?: 'TLSv1.2' | 'TLSv1.3'): Promise<number> {
+  const saved = tls.DEFAULT_CIPHERS;
+  tls.DEFAULT_CIPHERS = 'DEFAULT@SECLEVEL=0';
+  try {
+    return await serve('chain.crt', minVersion);
+  } finally {
+    tls.DEFAULT_CIPHERS = saved;
+  }
+}
+
+const oldClient = (version: 'TLSv1' | 'TLSv1.1'): tls.ConnectionOptions => ({ minVersion: version, maxVersion: version, ciphers: 'DEFAULT@SECLEVEL=0' });
+/** The server's "protocol version" alert: refused for the version, not for a cipher or a certificate. */
+const versionRefused = (e: unknown): boolean => (e as NodeJS.ErrnoException).code === 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION';
+
+test('TLS 1.0 and 1.1 are possible at security level 0: the floor tests below are not vacuous', async () => {
+  const saved = tls.DEFAULT_CIPHERS;
+  tls.DEFAULT_CIPHERS = 'DEFAULT@SECLEVEL=0';
+  let server: tls.Server;
+  try {
+    server = tls.createServer({ cert: readFileSync(f('chain.crt')), key: readFileSync(f('leaf.key')), minVersion: 'TLSv1' }, (s) => s.end());
+  } finally {
+    tls.DEFAULT_CIPHERS = saved;
+  }
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const port = (server.address() as AddressInfo).port;
+    for (const version of ['TLSv1', 'TLSv1.1'] as const) {
+      const s = await handshake(port, oldClient(version));
+      assert.equal(s.getProtocol(), version);
+      s.destroy();
+    }
+  } finally {
+    await new Promise((r) => server.close(r));
+  }
+});
+
+test('the default config refuses TLS 1.0 and 1.1 by its own minVersion, and accepts 1.2', async () => {
+  const port = await serveAtSecurityLevel0();
+  for (const version of ['TLSv1', 'TLSv1.1'] as const) await assert.rejects(handshake(port, oldClient(version)), versionRefused, version);
+  const v12 = await handshake(port, { maxVersion: 'TLSv1.2' });
+  assert.equal(v12.getProtocol(), 'TLSv1.2');
+  v12.destroy();
+});
+
+test('minVersion TLSv1.3 refuses a TLS 1.2 client and accepts 1.3', async () => {
+  const port = await serveAtSecurityLevel0('TLSv1.3');
+  await assert.rejects(handshake(port, { maxVersion: 'TLSv1.2' }), versionRefused);
+  await assert.rejects(handshake(port, oldClient('TLSv1.1')), versionRefused);
+  const v13 = await handshake(port, {});
   assert.equal(v13.getProtocol(), 'TLSv1.3');
   v13.destroy();
 });

@@ -3,20 +3,19 @@
  * /metrics is the sum over them, SIGHUP reaches every worker, SIGTERM stops them all and exits 0.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import bcrypt from 'bcryptjs';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { request } from './helpers/clients.js';
-import { startPortcullis, type LogLine, type RunningPortcullis } from './helpers/portcullis.js';
+import type { LogLine, RunningPortcullis } from './helpers/portcullis.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
-import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import { startStack, type Stack } from './helpers/stack.js';
+import type { TestCerts } from './helpers/tls.js';
 import { eventually } from './helpers/wait.js';
 import { metricSum } from './helpers/prometheus.js';
 
 const T = { timeout: 90_000 };
 const USER = { user: 'alice', password: 'alice-pw' };
-const HTPASSWD = `alice:${bcrypt.hashSync(USER.password, 4).replace(/^\$2b\$/, '$2y$')}\n`;
 
 // ------------------------------------------------------------------------------------------ local helpers
 
@@ -33,27 +32,17 @@ function alive(pid: number): boolean {
 
 // ------------------------------------------------------------------------------------------------ setup
 
+let stack: Stack;
 let registry: RunningRegistry;
 let certs: TestCerts;
 let proxy: RunningPortcullis;
 
-function config(realm: string): Record<string, unknown> {
-  return {
-    listen: '127.0.0.1:0',
-    tls: { cert: 'server.crt', key: 'server.key' },
-    upstream: { url: registry.url },
-    auth: { htpasswd: 'htpasswd', realm },
-    metrics: { listen: '127.0.0.1:0' },
-    workers: 2,
-  };
-}
-
 before(async () => {
-  [registry, certs] = await Promise.all([startRegistry(), makeTestCerts()]);
-  proxy = await startPortcullis(config('Workers Realm'), {
-    files: { 'server.crt': certs.cert, 'server.key': certs.key, htpasswd: HTPASSWD },
-    readyTimeoutMs: 30_000,
-  });
+  stack = await startStack(
+    { [USER.user]: USER.password },
+    { proxy: { auth: { realm: 'Workers Realm' }, metrics: { listen: '127.0.0.1:0' }, workers: 2 }, start: { readyTimeoutMs: 30_000 } },
+  );
+  ({ registry, certs, proxy } = stack);
 });
 
 after(async () => {
@@ -61,9 +50,14 @@ after(async () => {
   const workers = new Set((proxy?.logs() ?? []).filter((l) => l['msg'] === 'worker listening').map((l) => Number(l['pid'])));
   await proxy?.stop('SIGKILL');
   for (const pid of workers) if (alive(pid)) process.kill(pid, 'SIGKILL');
-  await registry?.close();
-  certs?.cleanup();
+  await stack?.close();
 });
+
+/** Rewrite the running proxy.yaml with another realm (and upstream), for a SIGHUP. */
+function rewriteConfig(realm: string, upstream?: { url: string }): void {
+  const current = parse(readFileSync(proxy.configFile, 'utf8')) as Record<string, Record<string, unknown>>;
+  writeFileSync(proxy.configFile, stringify({ ...current, auth: { ...current['auth'], realm }, ...(upstream ? { upstream } : {}) }));
+}
 
 // ------------------------------------------------------------------------------------------------ tests
 
@@ -116,7 +110,7 @@ describe('workers: 2', () => {
 
   test('SIGHUP on the primary reaches every worker', T, async () => {
     const from = proxy.logs().length;
-    writeFileSync(proxy.configFile, stringify(config('Reloaded Workers Realm')));
+    rewriteConfig('Reloaded Workers Realm');
     proxy.proc.kill('SIGHUP');
     const reloaded = await eventually('both workers log "config reloaded"', async () => {
       const pids = new Set(proxy.logs().slice(from).filter((l: LogLine) => l['msg'] === 'config reloaded').map((l) => Number(l['pid'])));
@@ -144,7 +138,7 @@ describe('workers: 2', () => {
     const moved = await startRegistry();
     try {
       const from = proxy.logs().length;
-      writeFileSync(proxy.configFile, stringify({ ...config('Reloaded Workers Realm'), upstream: { url: moved.url } }));
+      rewriteConfig('Reloaded Workers Realm', { url: moved.url });
       proxy.proc.kill('SIGHUP');
       await eventually('both workers reload', async () =>
         new Set(proxy.logs().slice(from).filter((l) => l['msg'] === 'config reloaded').map((l) => Number(l['pid']))).size === 2);

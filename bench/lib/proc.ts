@@ -4,19 +4,12 @@
  * or is interrupted. Short commands run with a deadline and captured output.
  */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
+// The pure parts are shared with the test harness; its exit hook lives in test/helpers/proc.ts and is not
+// imported here: the bench ends its children by process group, from its own handlers below.
+import { runCaptured, TempDirs, type RunResult } from '../../test/helpers/proc-base.js';
 
-export interface RunResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-  ms: number;
-}
+export { freePort, sleep, type RunResult } from '../../test/helpers/proc-base.js';
 
 export interface RunOptions {
   timeoutMs: number;
@@ -26,7 +19,7 @@ export interface RunOptions {
 }
 
 const groups = new Set<number>();
-const tempDirs = new Set<string>();
+const tempDirs = new TempDirs();
 let keepTemp = false;
 
 export function keepTempDirs(keep: boolean): void {
@@ -35,46 +28,18 @@ export function keepTempDirs(keep: boolean): void {
 
 /** Run a command (no shell) in its own process group; the group is killed at the deadline. Never throws for a non-zero exit. */
 export function run(cmd: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {
-      env: opts.env ?? process.env,
-      cwd: opts.cwd,
-      stdio: ['pipe', 'pipe', 'pipe'],
-      detached: true,
-    });
-    const pgid = child.pid;
-    if (pgid !== undefined) groups.add(pgid);
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout?.on('data', (b: Buffer) => out.push(b));
-    child.stderr?.on('data', (b: Buffer) => err.push(b));
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      if (pgid !== undefined) killGroup(pgid, 'SIGKILL');
-    }, opts.timeoutMs);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      if (pgid !== undefined) groups.delete(pgid);
-      reject(new Error(`cannot run ${cmd}: ${e.message}`));
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      if (pgid !== undefined) groups.delete(pgid);
-      resolve({
-        code,
-        signal,
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
-        timedOut,
-        ms: performance.now() - started,
-      });
-    });
-    child.stdin?.on('error', () => {
-      /* the command may exit without reading stdin */
-    });
-    child.stdin?.end(opts.input);
+  return runCaptured(cmd, args, {
+    ...opts,
+    detached: true,
+    onSpawn: (child) => {
+      if (child.pid !== undefined) groups.add(child.pid);
+    },
+    onTimeout: (child) => {
+      if (child.pid !== undefined) killGroup(child.pid, 'SIGKILL');
+    },
+    onSettled: (child) => {
+      if (child.pid !== undefined) groups.delete(child.pid);
+    },
   });
 }
 
@@ -177,25 +142,14 @@ export function groupPids(pgid: number): number[] {
 }
 
 export function makeTempDir(prefix: string): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
-  tempDirs.add(dir);
-  return dir;
+  return tempDirs.make(prefix);
 }
 
 /** Kill every tracked process group and remove temp dirs. Synchronous: safe in an 'exit' handler. */
 export function cleanupNow(): void {
   for (const g of groups) killGroup(g, 'SIGKILL');
   groups.clear();
-  if (!keepTemp) {
-    for (const d of tempDirs) {
-      try {
-        rmSync(d, { recursive: true, force: true });
-      } catch {
-        /* best effort */
-      }
-    }
-  }
-  tempDirs.clear();
+  tempDirs.removeAll(keepTemp);
 }
 
 /** Stop everything on exit, on Ctrl-C and on SIGTERM. */
@@ -208,27 +162,6 @@ export function installCleanupHandlers(): void {
       process.exit(130);
     });
   }
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === 'string') {
-        srv.close();
-        reject(new Error('no port from listen(0)'));
-        return;
-      }
-      srv.close(() => resolve(addr.port));
-    });
-  });
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 export function tail(text: string, max: number): string {

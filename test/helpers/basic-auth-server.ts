@@ -6,7 +6,7 @@
  */
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { basicAuth } from './clients.js';
+import { basic } from './wire.js';
 
 export interface SeenRequest {
   method: string;
@@ -32,7 +32,7 @@ export async function startBasicAuthServer(o: {
   password: string;
   realm?: string;
 }): Promise<BasicAuthServer> {
-  const expected = basicAuth(o.user, o.password);
+  const expected = basic(o.user, o.password);
   const requests: SeenRequest[] = [];
   const server: Server = createServer({ cert: o.cert, key: o.key }, (req, res) => {
     requests.push({

@@ -19,6 +19,7 @@ import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { makeTempDir, removeTempDir, run, type RunResult } from './proc.js';
+import { basic } from './wire.js';
 
 export type { RunResult } from './proc.js';
 
@@ -275,7 +276,7 @@ export function request(url: string | URL, opts: RequestOptions = {}): Promise<H
   const isHttps = u.protocol === 'https:';
   const headers: OutgoingHttpHeaders = { ...opts.headers };
   const hasHeader = (name: string): boolean => Object.keys(headers).some((k) => k.toLowerCase() === name);
-  if (opts.auth) headers['authorization'] = basicAuth(opts.auth.user, opts.auth.password);
+  if (opts.auth) headers['authorization'] = basic(opts.auth.user, opts.auth.password);
   const body = typeof opts.body === 'string' ? Buffer.from(opts.body) : opts.body;
   if (Buffer.isBuffer(body) && !hasHeader('content-length') && !hasHeader('transfer-encoding')) {
     headers['content-length'] = body.length;
@@ -344,10 +345,6 @@ export function request(url: string | URL, opts: RequestOptions = {}): Promise<H
       body.pipe(req);
     }
   });
-}
-
-export function basicAuth(user: string, password: string): string {
-  return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 }
 
 /** A Readable that yields `buf` in `chunkSize` pieces (forces chunked transfer encoding in `request`). */

@@ -1,6 +1,6 @@
 /**
  * A real CNCF distribution 2.8 registry (`docker-registry serve`, the same code as the registry:2 image)
- * on 127.0.0.1, plain HTTP, no auth, filesystem storage in a temp dir.
+ * on 127.0.0.1, plain HTTP, no auth (unless asked), filesystem storage in a temp dir.
  *
  * Config keys that matter here (distribution 2.8):
  * - `http.host`: when set, every Location the registry builds is absolute with THIS origin. Without it the
@@ -30,7 +30,9 @@ export interface RegistryOptions {
   port?: number;
   /** `http.relativeurls`: Locations without scheme and host. Default false, as in registry:2. */
   relativeUrls?: boolean;
-  /** Time allowed for `GET /v2/` to answer 200 after the spawn. Default 15 s. */
+  /** `auth.htpasswd.path`: the registry itself asks for Basic credentials (realm "test") from this file. */
+  htpasswd?: string;
+  /** Time allowed for `GET /v2/` to answer 200 (401 with `htpasswd`) after the spawn. Default 15 s. */
   readyTimeoutMs?: number;
 }
 
@@ -63,6 +65,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
   const configFile = join(dir, 'config.yml');
   const out = new TailBuffer();
   const readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
+  const readyStatus = opts.htpasswd === undefined ? 200 : 401;
 
   let port = opts.port ?? (await freePort());
   let child: ChildProcess | null = null;
@@ -83,6 +86,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
         ...(opts.host !== undefined ? { host: opts.host } : {}),
         ...(opts.relativeUrls !== undefined ? { relativeurls: opts.relativeUrls } : {}),
       },
+      ...(opts.htpasswd !== undefined ? { auth: { htpasswd: { realm: 'test', path: opts.htpasswd } } } : {}),
     };
     writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
   };
@@ -104,7 +108,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
     const deadline = Date.now() + readyTimeoutMs;
     for (;;) {
       if (state.exited !== null) throw new Error(`${state.exited}\n--- registry output ---\n${out.toString()}`);
-      if ((await probe(`http://127.0.0.1:${port}/v2/`)) === 200) return;
+      if ((await probe(`http://127.0.0.1:${port}/v2/`)) === readyStatus) return;
       if (Date.now() > deadline) {
         await terminate(proc, 'SIGKILL');
         throw new Error(`registry not ready on port ${port} after ${readyTimeoutMs} ms\n--- registry output ---\n${out.toString()}`);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { request, type HttpResponse, type RequestOptions } from './clients.js';
 import { describeRun, makeTempDir, run } from './proc.js';
-import { startPortcullis, type RunningPortcullis } from './portcullis.js';
+import { startPortcullis, type RunningPortcullis, type StartPortcullisOptions } from './portcullis.js';
 import { startRegistry, type RegistryOptions, type RunningRegistry } from './registry.js';
 import { makeTestCerts, type TestCerts } from './tls.js';
 
@@ -18,7 +18,19 @@ export interface Stack {
   /** A request to the proxy (a path, or an absolute URL such as a Location), trusting only the test CA and
    * authenticated as the first user. */
   request(target: string, opts?: RequestOptions): Promise<HttpResponse>;
+  /** Another proxy over the same registry, certificate and htpasswd (`extra` as for `proxy`); close() stops it. */
+  startProxy(extra?: Record<string, unknown>, start?: StartPortcullisOptions): Promise<RunningPortcullis>;
   close(): Promise<void>;
+}
+
+export interface StackOptions {
+  /** Added to the proxy's config; `upstream` and `auth` are merged with the stack's own, key by key. */
+  proxy?: Record<string, unknown>;
+  registry?: RegistryOptions;
+  /** How the proxy process is started (e.g. a longer readyTimeoutMs). */
+  start?: StartPortcullisOptions;
+  /** Runs once the htpasswd file is written, before the proxy reads it (e.g. another tool adds a user). */
+  beforeProxy?: (htpasswd: string) => Promise<void>;
 }
 
 /** An htpasswd file made by `htpasswd -B` (cost 5 keeps the suite fast), as operators make them. */
@@ -33,22 +45,30 @@ export async function writeHtpasswd(dir: string, users: Record<string, string>):
   return file;
 }
 
-export async function startStack(
-  users: Record<string, string>,
-  opts: { proxy?: Record<string, unknown>; registry?: RegistryOptions } = {},
-): Promise<Stack> {
-  const certs = await makeTestCerts();
-  const registry = await startRegistry(opts.registry);
-  const htpasswd = await writeHtpasswd(makeTempDir('portcullis-e2e-'), users);
-  const extra = opts.proxy ?? {};
-  const proxy = await startPortcullis({
-    listen: '127.0.0.1:0',
-    tls: { cert: certs.certFile, key: certs.keyFile },
-    upstream: { url: registry.url },
-    ...extra,
-    // Every test connects from 127.0.0.1: keep the brute-force throttle out of the way unless asked.
-    auth: { htpasswd, maxFailures: 1000, ...((extra['auth'] as object | undefined) ?? {}) },
-  });
+export async function startStack(users: Record<string, string>, opts: StackOptions = {}): Promise<Stack> {
+  const [certs, registry, htpasswd] = await Promise.all([
+    makeTestCerts(),
+    startRegistry(opts.registry),
+    writeHtpasswd(makeTempDir('portcullis-e2e-'), users),
+  ]);
+  await opts.beforeProxy?.(htpasswd);
+  const proxies: RunningPortcullis[] = [];
+  const startProxy = async (extra: Record<string, unknown> = {}, start: StartPortcullisOptions = {}): Promise<RunningPortcullis> => {
+    const proxy = await startPortcullis(
+      {
+        listen: '127.0.0.1:0',
+        tls: { cert: certs.certFile, key: certs.keyFile },
+        ...extra,
+        upstream: { url: registry.url, ...((extra['upstream'] as object | undefined) ?? {}) },
+        // Every test connects from 127.0.0.1: keep the brute-force throttle out of the way unless asked.
+        auth: { htpasswd, maxFailures: 1000, ...((extra['auth'] as object | undefined) ?? {}) },
+      },
+      start,
+    );
+    proxies.push(proxy);
+    return proxy;
+  };
+  const proxy = await startProxy(opts.proxy, opts.start);
   const [user, password] = Object.entries(users)[0]!;
   return {
     certs,
@@ -57,8 +77,9 @@ export async function startStack(
     htpasswd,
     request: (target, o = {}) =>
       request(target.startsWith('https://') ? target : `${proxy.url}${target}`, { ca: certs.ca, auth: { user, password }, ...o }),
+    startProxy,
     close: async () => {
-      await proxy.stop();
+      for (const p of proxies) await p.stop();
       await registry.close();
       certs.cleanup();
     },

@@ -23,3 +23,14 @@ export async function eventually<V>(what: string, fn: () => Promise<V | null | u
 export function waitForNewLog(p: RunningPortcullis, from: number, what: string, test: (l: LogLine) => boolean): Promise<LogLine> {
   return eventually(`log line: ${what}\n--- proxy output ---\n${p.output()}`, async () => p.logs().slice(from).find(test));
 }
+
+/**
+ * The proxy's access-log lines logged after the first `from` lines, once `done` holds for them. A client can
+ * exit before the proxy's last lines reach this process, so wait for them (up to 10 s; then return what there
+ * is, for the caller's assertions to report).
+ */
+export async function accessLogSince(p: RunningPortcullis, from: number, done: (lines: LogLine[]) => boolean): Promise<LogLine[]> {
+  const lines = (): LogLine[] => p.logs().slice(from).filter((l) => l['msg'] === 'request');
+  await eventually('access log', async () => done(lines()), 10_000).catch(() => undefined);
+  return lines();
+}
