@@ -110,7 +110,9 @@ test('*_FILE reads a value from a file (mounted secrets)', () => {
 test('every config key has its environment variable, and each one takes effect', () => {
   // Written out here, not derived from configKeyPaths (the walker the overrides themselves use): a key the
   // walker misses has no variable, and its row fails. Each value differs from what MINIMAL gives.
-  const cases: Array<[name: string, value: string, read: (c: Config) => unknown, expected: unknown]> = [
+  // A few keys only make sense with another: `extra` sets that one too.
+  const RULES = '[{ repositories: ["**"], users: ["*"], actions: [pull] }]';
+  const cases: Array<[name: string, value: string, read: (c: Config) => unknown, expected: unknown, extra?: Record<string, string>]> = [
     ['PORTCULLIS_LISTEN', '127.0.0.1:6000', (c) => c.listen, { host: '127.0.0.1', port: 6000 }],
     ['PORTCULLIS_TLS', 'false', (c) => c.tls, null],
     ['PORTCULLIS_TLS_CERT', '/env/server.crt', (c) => c.tls?.cert, '/env/server.crt'],
@@ -135,11 +137,17 @@ test('every config key has its environment variable, and each one takes effect',
     ['PORTCULLIS_LOG_LEVEL', 'debug', (c) => c.log.level, 'debug'],
     ['PORTCULLIS_WORKERS', '3', (c) => c.workers, 3],
     ['PORTCULLIS_SHUTDOWN_GRACE_PERIOD', '45s', (c) => c.shutdown.gracePeriodMs, 45_000],
+    ['PORTCULLIS_TLS_CLIENT_CA', '/env/clients.crt', (c) => c.tls?.clientCA, '/env/clients.crt'],
+    ['PORTCULLIS_TLS_CLIENT_AUTH', 'optional', (c) => c.tls?.clientAuth, 'optional'],
+    ['PORTCULLIS_AUTH_CLIENT_CERTIFICATE', 'identity', (c) => c.auth.clientCertificate, 'identity', { PORTCULLIS_TLS_CLIENT_CA: '/env/clients.crt' }],
+    ['PORTCULLIS_ACCESS_RULES', RULES, (c) => c.access?.rules[0]?.users, ['*']],
+    ['PORTCULLIS_ACCESS_GROUPS', '{ devs: [alice] }', (c) => c.access?.groups, { devs: ['alice'] }, { PORTCULLIS_ACCESS_RULES: RULES }],
+    ['PORTCULLIS_AUDIT_FILE', '/env/audit.jsonl', (c) => c.audit.file, '/env/audit.jsonl'],
   ];
   const plain = parseConfig(MINIMAL, '/x/proxy.yaml', {});
-  for (const [name, value, read, expected] of cases) {
+  for (const [name, value, read, expected, also] of cases) {
     assert.notDeepEqual(read(plain), expected, `${name}: pick a value MINIMAL does not already give`);
-    assert.deepEqual(read(parseConfig(MINIMAL, '/x/proxy.yaml', { [name]: value })), expected, `${name}=${value} has no effect`);
+    assert.deepEqual(read(parseConfig(MINIMAL, '/x/proxy.yaml', { ...also, [name]: value })), expected, `${name}=${value} has no effect`);
   }
   // The README documents exactly these keys (a row "`tls.cert` / `tls.key`" documents two).
   const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
