@@ -159,7 +159,7 @@ describe('Authenticator.authenticate', () => {
   before(async () => {
     log = capture();
     const path = await htpasswdFile(`# users\nalice:${hash('alice-pw')}\nbob:${hash('pa:ss')}\n`);
-    auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, watch: false, throttle: { maxFailures: 1000, windowMs: 60_000 } });
+    auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, watch: false, throttle: { maxFailures: 1000, maxFailuresPerAddress: 1000, windowMs: 60_000 } });
   });
   after(() => auth.close());
 
@@ -222,23 +222,75 @@ describe('Authenticator.authenticate', () => {
 });
 
 describe('Authenticator throttle', () => {
-  it('throttles an address after repeated failures, but lets cached good credentials through', async () => {
-    const log = capture();
-    const path = await htpasswdFile(`alice:${hash('alice-pw')}\nbob:${hash('bob-pw')}\n`);
-    const auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, watch: false, throttle: { maxFailures: 3, windowMs: 60_000 } });
+  const WINDOW = 60_000;
+  async function open(maxFailures: number, maxFailuresPerAddress: number): Promise<Authenticator> {
+    const path = await htpasswdFile(`alice:${hash('alice-pw')}\nbob:${hash('bob-pw')}\ncarol:${hash('carol-pw')}\n`);
+    return Authenticator.open({
+      htpasswdPath: path,
+      cacheTtlMs: 60_000,
+      cacheSize: 100,
+      logger: capture().logger,
+      watch: false,
+      throttle: { maxFailures, maxFailuresPerAddress, windowMs: WINDOW },
+    });
+  }
+
+  it('a shared address: alice\'s wrong password throttles alice there, bob still verifies, cached alice passes', async () => {
+    const auth = await open(10, 100);
+    try {
+      const nat = '10.0.0.1';
+      assert.equal((await auth.authenticate(basic('alice', 'alice-pw'), nat)).outcome, 'ok');
+      for (let i = 0; i < 10; i++) assert.equal((await auth.authenticate(basic('alice', `stale-${i}`), nat)).outcome, 'failed');
+      const before = auth.verifications;
+      const throttled = await auth.authenticate(basic('alice', 'stale-10'), nat);
+      assert.equal(throttled.outcome, 'throttled');
+      assert.equal(throttled.reason, 'too many failed logins for this user from this address');
+      assert.ok(throttled.outcome === 'throttled' && throttled.retryAfterMs > 0 && throttled.retryAfterMs <= WINDOW, 'retry when the window ends');
+      assert.equal(auth.verifications, before, 'a throttled attempt runs no password check');
+      assert.deepEqual(await auth.authenticate(basic('alice', 'alice-pw'), nat), { outcome: 'cached', user: 'alice' });
+      assert.deepEqual(await auth.authenticate(basic('bob', 'bob-pw'), nat), { outcome: 'ok', user: 'bob' }, 'bob, never seen before, verifies');
+      assert.equal((await auth.authenticate(basic('carol', 'wrong'), nat)).outcome, 'failed', 'carol\'s guesses are still checked');
+      assert.equal((await auth.authenticate(basic('alice', 'stale-11'), '10.0.0.2')).outcome, 'failed', 'alice from elsewhere is checked');
+    } finally {
+      await auth.close();
+    }
+  });
+
+  it('password spraying: 100 user names from one address trip the per-address limit; cached credentials pass', async () => {
+    const auth = await open(10, 100);
+    try {
+      const ip = '203.0.113.9';
+      assert.equal((await auth.authenticate(basic('alice', 'alice-pw'), ip)).outcome, 'ok');
+      for (let i = 0; i < 99; i++) assert.equal((await auth.authenticate(basic(`user${i}`, 'Summer2024!'), ip)).outcome, 'failed', `user${i}`);
+      assert.equal((await auth.authenticate(basic('bob', 'bob-pw'), ip)).outcome, 'ok', 'below the limit, others still verify');
+      assert.equal((await auth.authenticate(basic('user99', 'Summer2024!'), ip)).outcome, 'failed');
+      const before = auth.verifications;
+      for (const [user, password] of [['bob', 'guess'], ['carol', 'carol-pw'], ['user100', 'Summer2024!']] as const) {
+        const r = await auth.authenticate(basic(user, password), ip);
+        assert.equal(r.outcome, 'throttled', user);
+        assert.equal(r.reason, 'too many failed logins from this address');
+        assert.ok(r.outcome === 'throttled' && r.retryAfterMs > 0 && r.retryAfterMs <= WINDOW);
+      }
+      assert.equal(auth.verifications, before);
+      assert.deepEqual(await auth.authenticate(basic('alice', 'alice-pw'), ip), { outcome: 'cached', user: 'alice' });
+      assert.deepEqual(await auth.authenticate(basic('bob', 'bob-pw'), ip), { outcome: 'cached', user: 'bob' });
+      assert.equal((await auth.authenticate(basic('carol', 'carol-pw'), '203.0.113.10')).outcome, 'ok', 'other addresses are unaffected');
+    } finally {
+      await auth.close();
+    }
+  });
+
+  it('an unknown name is throttled exactly like a known one, so the 429 does not tell which names exist', async () => {
+    const auth = await open(3, 100);
     try {
       const ip = '198.51.100.7';
-      assert.equal((await auth.authenticate(basic('alice', 'alice-pw'), ip)).outcome, 'ok');
-      for (const guess of ['g1', 'g2', 'g3']) assert.equal((await auth.authenticate(basic('alice', guess), ip)).outcome, 'failed');
-      const before = auth.verifications;
-      const throttled = await auth.authenticate(basic('alice', 'g4'), ip);
-      assert.equal(throttled.outcome, 'throttled');
-      assert.equal(throttled.reason, 'too many failed logins from this address');
-      assert.ok(throttled.outcome === 'throttled' && throttled.retryAfterMs > 0 && throttled.retryAfterMs <= 60_000, 'retry when the window ends');
-      assert.equal(auth.verifications, before, 'a throttled attempt runs no bcrypt');
-      assert.deepEqual(await auth.authenticate(basic('alice', 'alice-pw'), ip), { outcome: 'cached', user: 'alice' });
-      assert.equal((await auth.authenticate(basic('bob', 'bob-pw'), ip)).outcome, 'throttled', 'uncached credentials wait');
-      assert.equal((await auth.authenticate(basic('bob', 'bob-pw'), '198.51.100.8')).outcome, 'ok', 'other addresses are unaffected');
+      for (const user of ['alice', 'mallory']) {
+        for (let i = 0; i < 3; i++) assert.equal((await auth.authenticate(basic(user, `g${i}`), ip)).outcome, 'failed');
+        const r = await auth.authenticate(basic(user, 'g3'), ip);
+        assert.equal(r.outcome, 'throttled', user);
+        assert.equal(r.reason, 'too many failed logins for this user from this address');
+      }
+      assert.equal((await auth.authenticate(basic('bob', 'bob-pw'), ip)).outcome, 'ok');
     } finally {
       await auth.close();
     }

@@ -42,7 +42,7 @@ function proxyConfig(upstream: object): object {
     listen: '127.0.0.1:0',
     tls: { cert: certs.certFile, key: certs.keyFile },
     upstream,
-    auth: { htpasswd, maxFailures: 1000 },
+    auth: { htpasswd, maxFailures: 1000, maxFailuresPerAddress: 0 },
   };
 }
 

@@ -42,7 +42,7 @@ before(async () => {
     listen: '127.0.0.1:0',
     tls: { cert: certs.certFile, key: certs.keyFile },
     upstream: { url: registry.url },
-    auth: { htpasswd, realm: REALM, maxFailures: MAX_FAILURES },
+    auth: { htpasswd, realm: REALM, maxFailures: MAX_FAILURES, maxFailuresPerAddress: 0 },
     log: { level: 'debug' },
   });
 });

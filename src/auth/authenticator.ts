@@ -19,8 +19,9 @@ import { FileWatcher } from '../runtime/watch.js';
 
 /**
  * - ok: verified now; cached: answered without bcrypt (cache hit, or joined a verification already running)
- * - failed: unknown user or wrong password; throttled: refused without checking (too many failures from this
- *   address, or too many checks queued); anonymous: no credentials; malformed: an unreadable header.
+ * - failed: unknown user or wrong password; throttled: refused without checking (too many failures for this
+ *   user from this address, or from this address, or too many checks queued); anonymous: no credentials;
+ *   malformed: an unreadable header.
  */
 export type AuthOutcome = 'ok' | 'cached' | 'failed' | 'throttled' | 'anonymous' | 'malformed';
 
@@ -29,15 +30,16 @@ export type AuthOutcome = 'ok' | 'cached' | 'failed' | 'throttled' | 'anonymous'
 export type AuthResult =
   | { outcome: 'ok' | 'cached'; user: string; reason?: string }
   | { outcome: Exclude<AuthOutcome, 'ok' | 'cached' | 'throttled'>; user: null; reason?: string }
-  | { outcome: 'throttled'; user: null; reason?: string; /** When this address may try again. */ retryAfterMs: number };
+  | { outcome: 'throttled'; user: null; reason?: string; /** Until the window that blocks this attempt ends. */ retryAfterMs: number };
 
 export interface AuthenticatorOptions {
   htpasswdPath: string;
   cacheTtlMs: number;
   cacheSize: number;
   logger: Logger;
-  /** Default 10 failures per 60 s; maxFailures 0 disables it. */
-  throttle?: { maxFailures: number; windowMs: number };
+  /** Failures allowed per (user, address) and per address in each window; default 10 and 100 per 60 s.
+   * 0 disables that count (throttle.ts). */
+  throttle?: { maxFailures: number; maxFailuresPerAddress: number; windowMs: number };
   /** Called after each reload attempt (not the initial load). */
   onReload?: (result: 'ok' | 'error', err?: Error) => void;
   /** Follow changes to the file; default true. */
@@ -115,8 +117,10 @@ export class Authenticator {
     const key = this.cache.keyFor(user, password, target.hash);
     // Good cached credentials pass even from a throttled address (a brute force must not block a build host).
     if (entry && this.cache.get(key, user) !== null) return { outcome: 'cached', user };
-    if (this.throttle.isThrottled(clientIp)) {
-      return { outcome: 'throttled', user: null, reason: 'too many failed logins from this address', retryAfterMs: this.throttle.retryAfterMs(clientIp) };
+    const blocked = this.throttle.check(user, clientIp);
+    if (blocked) {
+      const reason = blocked.scope === 'user' ? 'too many failed logins for this user from this address' : 'too many failed logins from this address';
+      return { outcome: 'throttled', user: null, reason, retryAfterMs: blocked.retryAfterMs };
     }
     let result: Awaited<ReturnType<CredentialCache['getOrVerify']>>;
     try {
@@ -132,8 +136,8 @@ export class Authenticator {
       throw err; // RegistryError UNAVAILABLE: verification itself broke, not the client's fault
     }
     if (result.ok) return { outcome: result.source === 'verified' ? 'ok' : 'cached', user };
-    // Requests that joined one verification are one guess, not many.
-    if (result.source === 'verified') this.throttle.recordFailure(clientIp);
+    // Requests that joined one verification are one guess, not many. An unknown name counts like a known one.
+    if (result.source === 'verified') this.throttle.recordFailure(user, clientIp);
     return { outcome: 'failed', user: null, reason: entry ? 'wrong password' : 'unknown user' };
   }
 

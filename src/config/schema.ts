@@ -78,6 +78,9 @@ export const configSchema = z.strictObject({
     cacheTtl: duration.prefault('5m'),
     cacheSize: z.number().int().min(0).max(1_000_000).prefault(1000),
     maxFailures: z.number().int().min(0).prefault(10),
+    /** Failures from one address over all user names (password spraying); higher than maxFailures, so one
+     * user's wrong password does not lock out the others behind a shared address (NAT). 0 disables it. */
+    maxFailuresPerAddress: z.number().int().min(0).prefault(100),
     failureWindow: duration.prefault('60s'),
   }),
   limits: z
@@ -111,6 +114,7 @@ export interface Config {
     cacheTtlMs: number;
     cacheSize: number;
     maxFailures: number;
+    maxFailuresPerAddress: number;
     failureWindowMs: number;
   };
   readonly limits: { maxBodySize: number; headersTimeoutMs: number; keepAliveTimeoutMs: number; maxHeaderSize: number };
@@ -140,6 +144,7 @@ export function resolveConfig(p: Parsed, file: string): Config {
       cacheTtlMs: p.auth.cacheTtl,
       cacheSize: p.auth.cacheSize,
       maxFailures: p.auth.maxFailures,
+      maxFailuresPerAddress: p.auth.maxFailuresPerAddress,
       failureWindowMs: p.auth.failureWindow,
     },
     limits: {

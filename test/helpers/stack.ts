@@ -47,7 +47,7 @@ export async function startStack(
     upstream: { url: registry.url },
     ...extra,
     // Every test connects from 127.0.0.1: keep the brute-force throttle out of the way unless asked.
-    auth: { htpasswd, maxFailures: 1000, ...((extra['auth'] as object | undefined) ?? {}) },
+    auth: { htpasswd, maxFailures: 1000, maxFailuresPerAddress: 0, ...((extra['auth'] as object | undefined) ?? {}) },
   });
   const [user, password] = Object.entries(users)[0]!;
   return {
