@@ -43,7 +43,7 @@ export class Metrics {
   });
   readonly auth = new Counter({
     name: 'portcullis_auth_total',
-    help: 'Authentication outcomes: ok (bcrypt verified), cached, failed, throttled, anonymous, malformed.',
+    help: 'Authentication outcomes: ok (password verified), cached, failed, throttled, anonymous, malformed.',
     labelNames: ['outcome'],
     registers: [this.registry],
   });
