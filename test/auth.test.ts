@@ -7,12 +7,16 @@ import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { Authenticator, type AuthenticatorOptions } from '../src/auth/authenticator.js';
 import { BcryptPool } from '../src/auth/bcrypt-pool.js';
+import { md5Crypt, shaCrypt } from '../src/auth/crypt.js';
 import { PortcullisError, RegistryError } from '../src/errors.js';
 import { createLogger } from '../src/ops/log.js';
 import { eventually } from './helpers/wait.js';
 import { basic } from './helpers/wire.js';
 
 const COST = 4;
+// Published vectors (see crypt.test.ts).
+const APR1 = '$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/'; // myPassword
+const SHA512 = '$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1'; // Hello world!
 const hash = (password: string): string => `$2y$${bcrypt.hashSync(password, COST).slice(4)}`;
 
 let dir: string;
@@ -113,6 +117,32 @@ module.exports.compareSync = (password) => {
     }
   });
 
+  it('runs crypt(3) checks on the worker too, loading crypt.ts there', async () => {
+    const pool = new BcryptPool({ size: 1 });
+    try {
+      const checks = [
+        pool.compare('myPassword', APR1, 'crypt'),
+        pool.compare('Hello world!', SHA512, 'crypt'),
+        pool.compare('wrong', SHA512, 'crypt'),
+        pool.compare('secret', hash('secret')),
+      ];
+      assert.deepEqual(await Promise.all(checks), [true, true, false, true]);
+      assert.equal(pool.completed, 4);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('fails crypt checks (not bcrypt ones) when the crypt module cannot be loaded', async () => {
+    const pool = new BcryptPool({ size: 1, cryptModule: new URL(`file://${join(dir, 'no-such-crypt.js')}`) });
+    try {
+      await assert.rejects(pool.compare('myPassword', APR1, 'crypt'), (err: unknown) => err instanceof RegistryError && err.code === 'UNAVAILABLE');
+      assert.equal(await pool.compare('secret', hash('secret')), true);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('close() rejects waiting jobs and later calls', async () => {
     const pool = new BcryptPool({ size: 1 });
     const h = hash('secret');
@@ -137,10 +167,10 @@ describe('Authenticator.open', () => {
 
   it('refuses a broken file, naming file and line', async () => {
     const log = capture();
-    const path = await htpasswdFile(`alice:${hash('a')}\nbob:$apr1$x$y\n`);
+    const path = await htpasswdFile(`alice:${hash('a')}\nbob:rqXexS6ZhobKA\n`);
     await assert.rejects(Authenticator.open({ htpasswdPath: path, cacheTtlMs: 1000, cacheSize: 10, logger: log.logger }), (err: unknown) => {
       assert.ok(err instanceof PortcullisError);
-      assert.equal(err.message, `${path} line 2: user "bob": unsupported hash scheme $apr1$ (use bcrypt: portcullis htpasswd add)`);
+      assert.equal(err.message, `${path} line 2: user "bob": unsupported hash scheme DES crypt (use bcrypt: portcullis htpasswd add)`);
       return true;
     });
   });
@@ -152,7 +182,7 @@ describe('Authenticator.authenticate', () => {
   before(async () => {
     log = capture();
     const path = await htpasswdFile(`# users\nalice:${hash('alice-pw')}\nbob:${hash('pa:ss')}\n`);
-    auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, watch: false, throttle: { maxFailures: 1000, windowMs: 60_000 } });
+    auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, watch: false, throttle: { maxFailures: 1000, maxFailuresPerAddress: 1000, windowMs: 60_000 } });
   });
   after(() => auth.close());
 
@@ -214,24 +244,124 @@ describe('Authenticator.authenticate', () => {
   });
 });
 
-describe('Authenticator throttle', () => {
-  it('throttles an address after repeated failures, but lets cached good credentials through', async () => {
+describe('Authenticator with crypt(3) hashes (files made for Apache and nginx)', () => {
+  it('verifies $apr1$, $1$, $5$ and $6$ users once, then answers from the cache; warns about the weak ones', async () => {
     const log = capture();
-    const path = await htpasswdFile(`alice:${hash('alice-pw')}\nbob:${hash('bob-pw')}\n`);
-    const auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, watch: false, throttle: { maxFailures: 3, windowMs: 60_000 } });
+    const users = {
+      apr: ['apr-pw', md5Crypt('apr-pw', 'aprsalt1', '$apr1$')],
+      md5: ['md5-pw', md5Crypt('md5-pw', 'md5salt', '$1$')],
+      s256: ['s256-pw', shaCrypt('s256-pw', 'sixteencharsalt1', 5)],
+      s512: ['s512:pw', shaCrypt('s512:pw', 'q', 6, 2000)],
+      b: ['b-pw', hash('b-pw')],
+    } as const;
+    const path = await htpasswdFile(Object.entries(users).map(([u, [, h]]) => `${u}:${h}\n`).join(''));
+    const auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: log.logger, watch: false });
+    try {
+      assert.equal(auth.users, 5);
+      for (const [user, [password]] of Object.entries(users)) {
+        const before = auth.verifications;
+        assert.deepEqual(await auth.authenticate(basic(user, password), '10.0.0.1'), { outcome: 'ok', user });
+        assert.deepEqual(await auth.authenticate(basic(user, password), '10.0.0.1'), { outcome: 'cached', user });
+        assert.equal(auth.verifications, before + 1, `${user}: one check, then the cache`);
+        assert.deepEqual(await auth.authenticate(basic(user, `${password}x`), '10.0.0.1'), { outcome: 'failed', user: null, reason: 'wrong password' });
+      }
+      log.text();
+      const warning = log.lines.find((l) => l.level === 40);
+      assert.ok(warning, 'a warning is logged');
+      assert.equal(warning.users, 2);
+      assert.equal(warning.msg, 'htpasswd: 2 users have weak password hashes ($apr1$: 1, $1$: 1; unsalted or fast to guess); re-set each with bcrypt: portcullis htpasswd add FILE USER');
+    } finally {
+      await auth.close();
+    }
+  });
+
+  it('checks them off the event loop', async () => {
+    const path = await htpasswdFile(`slow:${shaCrypt('pw', 'salt', 6, 100_000)}\n`);
+    const auth = await Authenticator.open({ htpasswdPath: path, cacheTtlMs: 60_000, cacheSize: 100, logger: capture().logger, watch: false });
+    try {
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 5);
+      const result = await auth.authenticate(basic('slow', 'wrong'), '10.0.0.1');
+      clearInterval(timer);
+      assert.equal(result.outcome, 'failed');
+      // Computed on this thread, the check would block every timer until it returned.
+      assert.ok(ticks >= 3, `the event loop ran during the check (${ticks} ticks)`);
+    } finally {
+      await auth.close();
+    }
+  });
+});
+
+describe('Authenticator throttle', () => {
+  const WINDOW = 60_000;
+  async function open(maxFailures: number, maxFailuresPerAddress: number): Promise<Authenticator> {
+    const path = await htpasswdFile(`alice:${hash('alice-pw')}\nbob:${hash('bob-pw')}\ncarol:${hash('carol-pw')}\n`);
+    return Authenticator.open({
+      htpasswdPath: path,
+      cacheTtlMs: 60_000,
+      cacheSize: 100,
+      logger: capture().logger,
+      watch: false,
+      throttle: { maxFailures, maxFailuresPerAddress, windowMs: WINDOW },
+    });
+  }
+
+  it('a shared address: alice\'s wrong password throttles alice there, bob still verifies, cached alice passes', async () => {
+    const auth = await open(10, 100);
+    try {
+      const nat = '10.0.0.1';
+      assert.equal((await auth.authenticate(basic('alice', 'alice-pw'), nat)).outcome, 'ok');
+      for (let i = 0; i < 10; i++) assert.equal((await auth.authenticate(basic('alice', `stale-${i}`), nat)).outcome, 'failed');
+      const before = auth.verifications;
+      const throttled = await auth.authenticate(basic('alice', 'stale-10'), nat);
+      assert.equal(throttled.outcome, 'throttled');
+      assert.equal(throttled.reason, 'too many failed logins for this user from this address');
+      assert.ok(throttled.outcome === 'throttled' && throttled.retryAfterMs > 0 && throttled.retryAfterMs <= WINDOW, 'retry when the window ends');
+      assert.equal(auth.verifications, before, 'a throttled attempt runs no password check');
+      assert.deepEqual(await auth.authenticate(basic('alice', 'alice-pw'), nat), { outcome: 'cached', user: 'alice' });
+      assert.deepEqual(await auth.authenticate(basic('bob', 'bob-pw'), nat), { outcome: 'ok', user: 'bob' }, 'bob, never seen before, verifies');
+      assert.equal((await auth.authenticate(basic('carol', 'wrong'), nat)).outcome, 'failed', 'carol\'s guesses are still checked');
+      assert.equal((await auth.authenticate(basic('alice', 'stale-11'), '10.0.0.2')).outcome, 'failed', 'alice from elsewhere is checked');
+    } finally {
+      await auth.close();
+    }
+  });
+
+  it('password spraying: 100 user names from one address trip the per-address limit; cached credentials pass', async () => {
+    const auth = await open(10, 100);
+    try {
+      const ip = '203.0.113.9';
+      assert.equal((await auth.authenticate(basic('alice', 'alice-pw'), ip)).outcome, 'ok');
+      for (let i = 0; i < 99; i++) assert.equal((await auth.authenticate(basic(`user${i}`, 'Summer2024!'), ip)).outcome, 'failed', `user${i}`);
+      assert.equal((await auth.authenticate(basic('bob', 'bob-pw'), ip)).outcome, 'ok', 'below the limit, others still verify');
+      assert.equal((await auth.authenticate(basic('user99', 'Summer2024!'), ip)).outcome, 'failed');
+      const before = auth.verifications;
+      for (const [user, password] of [['bob', 'guess'], ['carol', 'carol-pw'], ['user100', 'Summer2024!']] as const) {
+        const r = await auth.authenticate(basic(user, password), ip);
+        assert.equal(r.outcome, 'throttled', user);
+        assert.equal(r.reason, 'too many failed logins from this address');
+        assert.ok(r.outcome === 'throttled' && r.retryAfterMs > 0 && r.retryAfterMs <= WINDOW);
+      }
+      assert.equal(auth.verifications, before);
+      assert.deepEqual(await auth.authenticate(basic('alice', 'alice-pw'), ip), { outcome: 'cached', user: 'alice' });
+      assert.deepEqual(await auth.authenticate(basic('bob', 'bob-pw'), ip), { outcome: 'cached', user: 'bob' });
+      assert.equal((await auth.authenticate(basic('carol', 'carol-pw'), '203.0.113.10')).outcome, 'ok', 'other addresses are unaffected');
+    } finally {
+      await auth.close();
+    }
+  });
+
+  it('an unknown name is throttled exactly like a known one, so the 429 does not tell which names exist', async () => {
+    const auth = await open(3, 100);
     try {
       const ip = '198.51.100.7';
-      assert.equal((await auth.authenticate(basic('alice', 'alice-pw'), ip)).outcome, 'ok');
-      for (const guess of ['g1', 'g2', 'g3']) assert.equal((await auth.authenticate(basic('alice', guess), ip)).outcome, 'failed');
-      const before = auth.verifications;
-      const throttled = await auth.authenticate(basic('alice', 'g4'), ip);
-      assert.equal(throttled.outcome, 'throttled');
-      assert.equal(throttled.reason, 'too many failed logins from this address');
-      assert.ok(throttled.outcome === 'throttled' && throttled.retryAfterMs > 0 && throttled.retryAfterMs <= 60_000, 'retry when the window ends');
-      assert.equal(auth.verifications, before, 'a throttled attempt runs no bcrypt');
-      assert.deepEqual(await auth.authenticate(basic('alice', 'alice-pw'), ip), { outcome: 'cached', user: 'alice' });
-      assert.equal((await auth.authenticate(basic('bob', 'bob-pw'), ip)).outcome, 'throttled', 'uncached credentials wait');
-      assert.equal((await auth.authenticate(basic('bob', 'bob-pw'), '198.51.100.8')).outcome, 'ok', 'other addresses are unaffected');
+      for (const user of ['alice', 'mallory']) {
+        for (let i = 0; i < 3; i++) assert.equal((await auth.authenticate(basic(user, `g${i}`), ip)).outcome, 'failed');
+        const r = await auth.authenticate(basic(user, 'g3'), ip);
+        assert.equal(r.outcome, 'throttled', user);
+        assert.equal(r.reason, 'too many failed logins for this user from this address');
+      }
+      assert.equal((await auth.authenticate(basic('bob', 'bob-pw'), ip)).outcome, 'ok');
     } finally {
       await auth.close();
     }
@@ -276,12 +406,12 @@ describe('Authenticator reload', () => {
       },
     });
     try {
-      await writeFile(path, `alice:${hash('other')}\nbob:$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00\n`);
+      await writeFile(path, `alice:${hash('other')}\nbob:rqXexS6ZhobKA\n`);
       assert.equal(await auth.reload(), false);
       assert.equal(auth.users, 1);
       assert.equal((await auth.authenticate(basic('alice', 'alice-pw'), '10.0.0.1')).outcome, 'ok', 'the last good file is still in force');
       assert.equal(errors.length, 1);
-      assert.match(errors[0]!.message, /line 2: user "bob": unsupported hash scheme \$apr1\$/);
+      assert.match(errors[0]!.message, /line 2: user "bob": unsupported hash scheme DES crypt/);
       log.text();
       const refusal = log.lines.find((l) => l.level === 50);
       assert.ok(refusal, 'an error line is logged');

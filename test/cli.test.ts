@@ -65,6 +65,7 @@ describe('check-config', () => {
         cacheTtl: '5m',
         cacheSize: 1000,
         maxFailures: 10,
+        maxFailuresPerAddress: 100,
         failureWindow: '1m',
         clientCertificate: 'none',
       },

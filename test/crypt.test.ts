@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
+import { randomBytes } from 'node:crypto';
 import {
+  MAX_SHA_CRYPT_PASSWORD_BYTES,
   MAX_SHA_CRYPT_ROUNDS,
   SHA_CRYPT_MAX_ROUNDS,
+  dummyCryptHash,
   md5Crypt,
   parseCryptHash,
   shaCrypt,
@@ -260,6 +263,51 @@ describe('verifyCrypt: the rounds bound', () => {
       assert.throws(() => verifyCrypt('x', `$5$rounds=${rounds}$salt$${SHA256_SUM}`), PortcullisError);
       assert.ok(process.hrtime.bigint() - started < 100_000_000n, 'refused without hashing');
     }
+  });
+});
+
+describe('verifyCrypt: the password length bound', () => {
+  it(`checks SHA-crypt passwords up to ${MAX_SHA_CRYPT_PASSWORD_BYTES} bytes, and refuses longer ones without computing`, () => {
+    for (const variant of [5, 6] as const) {
+      const longest = 'é'.repeat(MAX_SHA_CRYPT_PASSWORD_BYTES / 2);
+      assert.equal(verifyCrypt(longest, shaCrypt(longest, 'salt', variant)), true);
+      const over = `${longest}x`;
+      assert.equal(verifyCrypt(over, shaCrypt(over, 'salt', variant)), false, 'even the right password, when over the bound');
+    }
+  });
+
+  it('has no bound for MD5-crypt, whose work grows only linearly', () => {
+    const long = 'x'.repeat(1000);
+    assert.equal(verifyCrypt(long, md5Crypt(long, 'salt', '$apr1$')), true);
+  });
+});
+
+describe('dummyCryptHash', () => {
+  it('gives hashes parseCryptHash accepts (so a check does the full work) with random salts of the longest length', () => {
+    const cases = [
+      ['md5crypt', 5000, { saltLength: 8, rounds: undefined }],
+      ['apr1', 5000, { saltLength: 8, rounds: undefined }],
+      ['sha256crypt', 5000, { saltLength: 16, rounds: 5000 }],
+      ['sha512crypt', 5000, { saltLength: 16, rounds: 5000 }],
+      ['sha256crypt', 1000, { saltLength: 16, rounds: 1000 }],
+      ['sha512crypt', MAX_SHA_CRYPT_ROUNDS, { saltLength: 16, rounds: MAX_SHA_CRYPT_ROUNDS }],
+    ] as const;
+    for (const [scheme, rounds, want] of cases) {
+      // Many draws, so every checksum ending the random bytes can pick is seen to parse.
+      for (let i = 0; i < 200; i++) {
+        const hash = dummyCryptHash(scheme, rounds, randomBytes);
+        const parsed = parseCryptHash(hash);
+        assert.ok(parsed, hash);
+        assert.equal(parsed.scheme, scheme);
+        assert.equal(parsed.salt.length, want.saltLength);
+        if ('rounds' in parsed) {
+          assert.equal(parsed.rounds, want.rounds);
+          assert.equal(parsed.roundsExplicit, rounds !== 5000, 'rounds=N$ only when not the default, as crypt(3) writes it');
+        }
+      }
+      if (rounds <= 5000) assert.equal(verifyCrypt('', dummyCryptHash(scheme, rounds, randomBytes)), false);
+    }
+    assert.notEqual(dummyCryptHash('apr1', 5000, randomBytes), dummyCryptHash('apr1', 5000, randomBytes));
   });
 });
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { chmod, lstat, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +35,13 @@ async function run(argv: string[], stdin: string | NodeJS.ReadableStream = '', i
   const input = typeof stdin === 'string' ? Readable.from(stdin === '' ? [] : [Buffer.from(stdin)]) : stdin;
   const code = await htpasswdCommand(argv, { stdin: input, stdout: out.stream, stderr: err.stream, isTTY });
   return { code, stdout: out.text(), stderr: err.text() };
+}
+
+/** A tool's standard output, trimmed; fails the test if it exits non-zero. */
+function tool(cmd: string, args: string[], input: string): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', input });
+  assert.equal(r.status, 0, `${cmd}: ${r.stderr}`);
+  return r.stdout.trim();
 }
 
 /** Apache's own `htpasswd`, the reference implementation. Resolves with its exit code. */
@@ -129,13 +136,24 @@ describe('htpasswd add', () => {
     assert.equal(await readFile(file, 'utf8'), '');
   });
 
-  it('moves an Apache $apr1$ user to bcrypt', async () => {
+  it('moves an Apache $apr1$ user to bcrypt; the $apr1$ line worked before', async () => {
     const file = newPath();
     assert.equal(await apache(['-mbc', file, 'bob', 'bob-pw']), 0);
     assert.match(await readFile(file, 'utf8'), /^bob:\$apr1\$/);
+    assert.deepEqual(await run(['list', file]), { code: 0, stdout: 'bob\n', stderr: '' });
+    assert.equal((await run(['verify', file, 'bob'], 'bob-pw\n')).code, 0);
+    assert.equal((await run(['add', file, 'bob', '--cost', '4'], 'bob-pw\n')).code, 0);
+    assert.match(await readFile(file, 'utf8'), /^bob:\$2y\$04\$/);
+    assert.equal(await apache(['-vb', file, 'bob', 'bob-pw']), 0);
+  });
+
+  it('moves a DES crypt user (htpasswd -d), which the proxy refuses, to bcrypt', async () => {
+    const file = newPath();
+    assert.equal(await apache(['-dbc', file, 'bob', 'bob-pw']), 0);
+    assert.match(await readFile(file, 'utf8'), /^bob:[./A-Za-z0-9]{13}\n$/);
     const before = await run(['list', file]);
     assert.equal(before.code, 1);
-    assert.equal(before.stderr, `${file} line 1: user "bob": unsupported hash scheme $apr1$ (use bcrypt: portcullis htpasswd add)\n`);
+    assert.equal(before.stderr, `${file} line 1: user "bob": unsupported hash scheme DES crypt (use bcrypt: portcullis htpasswd add)\n`);
     assert.equal((await run(['add', file, 'bob', '--cost', '4'], 'bob-pw\n')).code, 0);
     assert.deepEqual(await run(['list', file]), { code: 0, stdout: 'bob\n', stderr: '' });
     assert.equal(await apache(['-vb', file, 'bob', 'bob-pw']), 0);
@@ -180,13 +198,38 @@ describe('htpasswd verify, list, remove', () => {
     assert.equal((await run(['verify', file, 'old'], 'Legacy\n')).code, 1);
   });
 
+  it('verifies the lines nginx users make: htpasswd -m, openssl passwd -1/-5/-6, crypt(3) through python', async () => {
+    const file = newPath();
+    const password = 'pa:ss wörd';
+    assert.equal(await apache(['-mbc', file, 'apr', password]), 0);
+    const openssl = (flag: string): string => tool('openssl', ['passwd', flag, '-stdin'], `${password}\n`);
+    const python = (method: string, rounds: string): string =>
+      tool('python3', ['-W', 'ignore', '-c', `import crypt, sys; print(crypt.crypt(sys.stdin.readline().rstrip("\\n"), crypt.mksalt(crypt.METHOD_${method}, rounds=${rounds})))`], `${password}\n`);
+    const lines = {
+      md5: openssl('-1'),
+      sha256: openssl('-5'),
+      sha512: openssl('-6'),
+      pysha512: python('SHA512', '20000'),
+      pysha256: python('SHA256', 'None'),
+    };
+    await writeFile(file, `${await readFile(file, 'utf8')}${Object.entries(lines).map(([u, h]) => `${u}:${h}\n`).join('')}`);
+    assert.match(lines.pysha512, /^\$6\$rounds=20000\$/);
+    assert.deepEqual(await run(['list', file]), { code: 0, stdout: 'apr\nmd5\nsha256\nsha512\npysha512\npysha256\n', stderr: '' });
+    for (const user of ['apr', ...Object.keys(lines)]) {
+      assert.deepEqual(await run(['verify', file, user], `${password}\n`), { code: 0, stdout: 'password correct\n', stderr: '' }, user);
+      assert.deepEqual(await run(['verify', file, user], 'pa:ss word\n'), { code: 1, stdout: 'password incorrect\n', stderr: '' }, user);
+    }
+  });
+
   it('verify explains an unknown user or a refused line', async () => {
     const file = newPath();
-    await writeFile(file, 'carol:$6$salt$hash\n');
+    await writeFile(file, 'carol:$6$salt$hash\nerin:$y$j9T$salt$hash\n');
     assert.deepEqual(await run(['verify', file, 'dave'], 'x\n'), { code: 1, stdout: '', stderr: `portcullis htpasswd: user "dave" not found in ${file}\n` });
     const refused = await run(['verify', file, 'carol'], 'x\n');
     assert.equal(refused.code, 1);
-    assert.equal(refused.stderr, `portcullis htpasswd: ${file} line 1: user "carol": unsupported hash scheme $6$ (use bcrypt: portcullis htpasswd add)\n`);
+    assert.equal(refused.stderr, `portcullis htpasswd: ${file} line 1: user "carol": malformed $6$ hash (use bcrypt: portcullis htpasswd add)\n`);
+    const unsupported = await run(['verify', file, 'erin'], 'x\n');
+    assert.equal(unsupported.stderr, `portcullis htpasswd: ${file} line 2: user "erin": unsupported hash scheme $y$ (use bcrypt: portcullis htpasswd add)\n`);
   });
 
   it('lists users, and fails listing duplicates', async () => {

@@ -3,22 +3,35 @@ import { createHash, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { PortcullisError } from '../src/errors.js';
+import { MAX_SHA_CRYPT_ROUNDS, parseCryptHash } from '../src/auth/crypt.js';
 import {
   bcryptCost,
   classifyHash,
   dummyBcryptHash,
+  dummyEntry,
   formatHtpasswdLine,
   hashPassword,
   parseHtpasswd,
   removeHtpasswdUser,
   setHtpasswdUser,
   verifyPassword,
+  weakHashes,
+  type HtpasswdFile,
 } from '../src/auth/htpasswd.js';
 
 const B = bcrypt.hashSync('secret', 4); // $2b$04$...
 const A = `$2a$${B.slice(4)}`;
 const Y = `$2y$${B.slice(4)}`;
 const SHA_PASSWORD = `{SHA}${createHash('sha1').update('password').digest('base64')}`;
+// Published vectors (see crypt.test.ts): Apache's documentation, FreeBSD's libcrypt test, Drepper's SHA-crypt spec.
+const APR1 = '$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/'; // myPassword
+const MD5 = '$1$deadbeef$0Huu6KHrKLVWfqa4WljDE0'; // 0.s0.l33t
+const SHA256 = '$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5'; // Hello world!
+const SHA512 = '$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1'; // Hello world!
+const SHA256_1400 = '$5$rounds=1400$anotherlongsalts$Rx.j8H.h8HjEDGomFU8bDkXm3XIUnzyxf12oP84Bnq1';
+const SHA512_SUM = SHA512.slice(SHA512.lastIndexOf('$') + 1);
+/** yescrypt, Debian's default for /etc/shadow: a scheme we do not read. */
+const YESCRYPT = '$y$j9T$F5Jx5fExrKuJdZBHeG3PW.$Kx3.Zf6hd2E3Bk6KpDBW5yOCjd2bYHx4nz8ePhXyHh9';
 
 function htpasswdError(fn: () => unknown): string {
   let caught: unknown;
@@ -55,17 +68,18 @@ describe('parseHtpasswd', () => {
 
   it('refuses other schemes by name, with source file, line number and user', () => {
     const msg = htpasswdError(() =>
-      parseHtpasswd(`alice:${Y}\n# c\nbob:$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00\n`, 'auth/htpasswd'),
+      parseHtpasswd(`alice:${Y}\n# c\nbob:${YESCRYPT}\n`, 'auth/htpasswd'),
     );
-    assert.equal(msg, 'auth/htpasswd line 3: user "bob": unsupported hash scheme $apr1$ (use bcrypt: portcullis htpasswd add)');
+    assert.equal(msg, 'auth/htpasswd line 3: user "bob": unsupported hash scheme $y$ (use bcrypt: portcullis htpasswd add)');
   });
 
   it('names each refused scheme', () => {
     const cases: Array<[string, RegExp]> = [
-      ['$1$saltsalt$qjXMvbEw8oaL.CzflDugX/', /scheme \$1\$/],
-      ['$5$rounds=5000$abc$def', /scheme \$5\$/],
-      ['$6$saltsalt$abcdefghijklmnop', /scheme \$6\$/],
       ['$y$j9T$abc$def', /scheme \$y\$/],
+      [YESCRYPT, /^unsupported hash scheme \$y\$ \(use bcrypt: portcullis htpasswd add\)$/],
+      ['$7$CU..../....saltsalt$abc', /scheme \$7\$/],
+      ['$sha1$40000$salt$abc', /scheme \$sha1\$/],
+      ['rqXexS6ZhobKA', /^unsupported hash scheme DES crypt \(use bcrypt: portcullis htpasswd add\)$/],
       ['{SSHA}abcdefghijklmnopqrstuvwxyz012345', /scheme \{SSHA\}/],
       ['5G1OI2SwmK4v6', /scheme DES crypt/],
       ['hunter2', /plaintext/],
@@ -112,6 +126,127 @@ describe('parseHtpasswd', () => {
   });
 });
 
+describe('crypt(3) schemes: files made for Apache and nginx', () => {
+  it('reads $apr1$, $1$, $5$ and $6$ entries, with or without rounds, next to bcrypt and {SHA}', () => {
+    const text = `apr:${APR1}\nmd5:${MD5}\ns256:${SHA256}\ns512:${SHA512}\nrounds:${SHA256_1400}\nb:${Y}\ns:${SHA_PASSWORD}\n`;
+    const users = parseHtpasswd(text);
+    assert.deepEqual(
+      [...users].map(([u, e]) => [u, e.scheme, e.line]),
+      [
+        ['apr', 'apr1', 1],
+        ['md5', 'md5crypt', 2],
+        ['s256', 'sha256crypt', 3],
+        ['s512', 'sha512crypt', 4],
+        ['rounds', 'sha256crypt', 5],
+        ['b', 'bcrypt', 6],
+        ['s', 'sha1', 7],
+      ],
+    );
+    assert.equal(users.get('s512')?.hash, SHA512);
+  });
+
+  it('refuses malformed ones, naming the line, the scheme and the fix', () => {
+    const cases: Array<[string, string]> = [
+      ['$apr1$r31.....$HqJZimcKQFAMYayBlzkrA', '$apr1$'], // checksum one short
+      ['$1$deadbeef$0Huu6KHrKLVWfqa4WljDE!', '$1$'],
+      ['$1$saltsalt$short', '$1$'],
+      ['$5$rounds=5000$abc$def', '$5$'],
+      ['$6$saltsalt$abcdefghijklmnop', '$6$'],
+      [`$6$toolongsaltstring$${SHA512_SUM}`, '$6$'],
+      [`$6$rounds=999$saltstring$${SHA512_SUM}`, '$6$'],
+      [`$5$saltstring$${SHA512_SUM}`, '$5$'],
+    ];
+    for (const [hash, scheme] of cases) {
+      const msg = htpasswdError(() => parseHtpasswd(`ok:${Y}\nbob:${hash}\n`, 'auth/htpasswd'));
+      assert.equal(msg, `auth/htpasswd line 2: user "bob": malformed ${scheme} hash (use bcrypt: portcullis htpasswd add)`, hash);
+      assert.ok(!msg.includes(hash), 'the hash is not echoed');
+    }
+  });
+
+  it(`refuses SHA-crypt rounds above ${MAX_SHA_CRYPT_ROUNDS}, naming the line, the rounds and the fix`, () => {
+    assert.deepEqual(classifyHash(`$6$rounds=${MAX_SHA_CRYPT_ROUNDS}$saltstring$${SHA512_SUM}`), { scheme: 'sha512crypt' });
+    const msg = htpasswdError(() => parseHtpasswd(`carol:$6$rounds=5000000$saltstring$${SHA512_SUM}\n`, 'f'));
+    assert.equal(msg, `f line 1: user "carol": SHA-crypt rounds=5000000 is above the ${MAX_SHA_CRYPT_ROUNDS} this proxy computes (use bcrypt: portcullis htpasswd add)`);
+  });
+
+  it('verifies each scheme', async () => {
+    const cases: Array<[string, string]> = [
+      [APR1, 'myPassword'],
+      [MD5, '0.s0.l33t'],
+      [SHA256, 'Hello world!'],
+      [SHA512, 'Hello world!'],
+      [SHA256_1400, 'a very much longer text to encrypt.  This one even stretches over morethan one line.'],
+    ];
+    for (const [hash, password] of cases) {
+      const c = classifyHash(hash);
+      assert.ok('scheme' in c, hash);
+      assert.equal(await verifyPassword(password, { hash, scheme: c.scheme }), true, hash);
+      assert.equal(await verifyPassword(`${password}!`, { hash, scheme: c.scheme }), false, hash);
+      assert.equal(await verifyPassword('', { hash, scheme: c.scheme }), false, hash);
+    }
+  });
+});
+
+describe('dummyEntry: what an unknown user is checked against', () => {
+  const file = (hashes: string[]): HtpasswdFile => new Map(hashes.map((hash, i) => {
+    const c = classifyHash(hash);
+    assert.ok('scheme' in c, hash);
+    return [`u${i}`, { hash, scheme: c.scheme, line: i + 1 }];
+  }));
+  const b = (cost: number): string => `$2y$${String(cost).padStart(2, '0')}$${B.slice(7)}`;
+
+  it('is bcrypt at the cost most users have, or the default cost for an empty file', () => {
+    const d = dummyEntry(file([b(5), b(10), b(10), SHA512]), randomBytes);
+    assert.equal(d.scheme, 'bcrypt');
+    assert.equal(bcryptCost(d.hash), 10);
+    assert.deepEqual(classifyHash(d.hash), { scheme: 'bcrypt' });
+    const empty = dummyEntry(new Map(), randomBytes);
+    assert.equal(bcryptCost(empty.hash), 12);
+  });
+
+  it('is the crypt scheme and rounds most users have, and a hash crypt.ts computes in full', async () => {
+    const rounds = '$6$rounds=20000$';
+    const r20k = `${rounds}saltstring$${SHA512_SUM}`;
+    const d = dummyEntry(file([b(10), r20k, r20k.replace('saltstring', 'othersalt'), SHA512]), randomBytes);
+    assert.equal(d.scheme, 'sha512crypt');
+    assert.ok(d.hash.startsWith(rounds), d.hash);
+    assert.deepEqual(parseCryptHash(d.hash), { scheme: 'sha512crypt', salt: parseCryptHash(d.hash)?.salt, rounds: 20_000, roundsExplicit: true });
+    assert.equal(parseCryptHash(d.hash)?.salt.length, 16);
+    assert.equal(await verifyPassword('anything', d), false);
+
+    for (const [hash, scheme] of [[APR1, 'apr1'], [MD5, 'md5crypt'], [SHA256, 'sha256crypt'], [SHA512, 'sha512crypt']] as const) {
+      const one = dummyEntry(file([hash]), randomBytes);
+      assert.equal(one.scheme, scheme);
+      const parsed = parseCryptHash(one.hash);
+      assert.ok(parsed, `${one.hash} must parse, or it would be refused without any work`);
+      assert.equal(parsed.scheme, scheme);
+      if ('rounds' in parsed) assert.deepEqual([parsed.rounds, parsed.roundsExplicit], [5000, false]);
+      assert.notEqual(dummyEntry(file([hash]), randomBytes).hash, one.hash, 'salt and checksum are random');
+    }
+  });
+
+  it('is {SHA} when most users have {SHA}, and breaks ties towards the dearer scheme', () => {
+    assert.equal(dummyEntry(file([SHA_PASSWORD, SHA_PASSWORD, b(4)]), randomBytes).scheme, 'sha1');
+    assert.match(dummyEntry(file([SHA_PASSWORD, SHA_PASSWORD]), randomBytes).hash, /^\{SHA\}[A-Za-z0-9+/]{27}=$/);
+    assert.equal(dummyEntry(file([SHA_PASSWORD, APR1]), randomBytes).scheme, 'apr1');
+    assert.equal(bcryptCost(dummyEntry(file([b(4), b(6), APR1]), randomBytes).hash), 6);
+    assert.equal(dummyEntry(file([b(10), SHA512]), randomBytes).scheme, 'bcrypt');
+    assert.equal(dummyEntry(file([b(10), SHA256_1400.replace('1400', '900000')]), randomBytes).scheme, 'sha256crypt');
+  });
+});
+
+describe('weakHashes', () => {
+  it('counts {SHA}, $1$ and $apr1$ users and names the fix; bcrypt and SHA-crypt are not weak', () => {
+    const users = parseHtpasswd(`a:${SHA_PASSWORD}\nb:${APR1}\nc:${APR1}\nd:${MD5}\ne:${Y}\nf:${SHA512}\n`);
+    assert.deepEqual(weakHashes(users), {
+      users: 4,
+      message: '4 users have weak password hashes ({SHA}: 1, $apr1$: 2, $1$: 1; unsalted or fast to guess); re-set each with bcrypt: portcullis htpasswd add FILE USER',
+    });
+    assert.match(weakHashes(parseHtpasswd(`b:${APR1}\n`))?.message ?? '', /^1 user has a weak password hash \(\$apr1\$: 1;/);
+    assert.equal(weakHashes(parseHtpasswd(`e:${Y}\nf:${SHA512}\ng:${SHA256}\n`)), null);
+  });
+});
+
 describe('formatting and editing', () => {
   it('formats entries that parse back', () => {
     assert.equal(formatHtpasswdLine('alice', Y), `alice:${Y}`);
@@ -139,8 +274,8 @@ describe('formatting and editing', () => {
     assert.equal(setHtpasswdUser('', 'dave', Y).text, `dave:${Y}\n`);
   });
 
-  it('re-sets a refused user, which is how an $apr1$ file moves to bcrypt', () => {
-    const text = `bob:$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00\nalice:${Y}\n`;
+  it('re-sets a refused user, which is how a DES crypt user moves to bcrypt', () => {
+    const text = `bob:rqXexS6ZhobKA\nalice:${Y}\n`;
     const { text: fixed } = setHtpasswdUser(text, 'bob', B);
     assert.equal(fixed, `bob:${B}\nalice:${Y}\n`);
     assert.equal(parseHtpasswd(fixed).size, 2);
@@ -195,14 +330,18 @@ describe('hashPassword and verifyPassword', () => {
     assert.equal(await verifyPassword('Password', entry), false);
   });
 
-  it('uses the bcrypt comparison it is given', async () => {
+  it('hands bcrypt and crypt checks to the slow check it is given, and does {SHA} itself', async () => {
     const seen: string[] = [];
-    const ok = await verifyPassword('pw', { hash: Y, scheme: 'bcrypt' }, async (p, h) => {
-      seen.push(`${p} ${h}`);
+    const slow = async (p: string, h: string, kind: string): Promise<boolean> => {
+      seen.push(`${kind} ${p} ${h}`);
       return true;
-    });
-    assert.equal(ok, true);
-    assert.deepEqual(seen, [`pw ${Y}`]);
+    };
+    assert.equal(await verifyPassword('pw', { hash: Y, scheme: 'bcrypt' }, slow), true);
+    assert.equal(await verifyPassword('pw', { hash: APR1, scheme: 'apr1' }, slow), true);
+    assert.equal(await verifyPassword('pw', { hash: SHA512, scheme: 'sha512crypt' }, slow), true);
+    assert.equal(await verifyPassword('password', { hash: SHA_PASSWORD, scheme: 'sha1' }, slow), true);
+    assert.equal(await verifyPassword('pw', { hash: SHA_PASSWORD, scheme: 'sha1' }, slow), false);
+    assert.deepEqual(seen, [`bcrypt pw ${Y}`, `crypt pw ${APR1}`, `crypt pw ${SHA512}`]);
   });
 });
 

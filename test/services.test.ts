@@ -46,14 +46,17 @@ test('a new realm keeps the authenticator and its credential cache', async () =>
   assert.equal(second.forwarder, first.forwarder, 'the upstream did not change: same pool');
 });
 
-test('another htpasswd file or cache setting builds a new authenticator; another upstream a new forwarder', async () => {
+test('another htpasswd file, cache or throttle setting builds a new authenticator; another upstream a new forwarder', async () => {
   const first = await build(config('{ htpasswd: htpasswd }'), null);
   const otherFile = await build(config('{ htpasswd: other }'), first);
   assert.notEqual(otherFile.authenticator, first.authenticator);
   assert.equal(otherFile.authenticator.users, 1);
   const otherTtl = await build(config('{ htpasswd: other, cacheTtl: 1m }'), otherFile);
   assert.notEqual(otherTtl.authenticator, otherFile.authenticator);
-  const otherUpstream = await build(config('{ htpasswd: other, cacheTtl: 1m }', 'http://127.0.0.1:5001'), otherTtl);
-  assert.equal(otherUpstream.authenticator, otherTtl.authenticator);
-  assert.notEqual(otherUpstream.forwarder, otherTtl.forwarder);
+  const otherLimit = await build(config('{ htpasswd: other, cacheTtl: 1m, maxFailuresPerAddress: 5 }'), otherTtl);
+  assert.notEqual(otherLimit.authenticator, otherTtl.authenticator, 'the per-address limit is the authenticator\'s');
+  assert.equal((await build(config('{ htpasswd: other, cacheTtl: 1m, maxFailuresPerAddress: 5 }'), otherLimit)).authenticator, otherLimit.authenticator);
+  const otherUpstream = await build(config('{ htpasswd: other, cacheTtl: 1m, maxFailuresPerAddress: 5 }', 'http://127.0.0.1:5001'), otherLimit);
+  assert.equal(otherUpstream.authenticator, otherLimit.authenticator);
+  assert.notEqual(otherUpstream.forwarder, otherLimit.forwarder);
 });

@@ -1,7 +1,8 @@
 /**
  * Who is this request? A thin class over pure parts: basic-auth.ts reads the header, htpasswd.ts the file,
  * credential-cache.ts remembers good credentials, throttle.ts counts failures, bcrypt-pool.ts does the slow
- * work off the main thread. This file adds the I/O: loading the htpasswd file and reloading it on change.
+ * work (bcrypt, crypt.ts' schemes) off the main thread. This file adds the I/O: loading the htpasswd file
+ * and reloading it on change.
  *
  * Reloads follow the file with watch.ts (folder watch plus stat poll: files are replaced by rename). A file
  * that fails to parse is refused whole and the last good one stays in force; it is retried once it changes.
@@ -12,15 +13,16 @@ import { BcryptPool } from './bcrypt-pool.js';
 import { CredentialCache } from './credential-cache.js';
 import { PortcullisError, RegistryError } from '../errors.js';
 import { loadHtpasswdFile, type LoadedHtpasswd } from './htpasswd-file.js';
-import { bcryptCost, DEFAULT_BCRYPT_COST, dummyBcryptHash, verifyPassword, type HtpasswdEntry, type HtpasswdFile } from './htpasswd.js';
+import { dummyEntry, verifyPassword, weakHashes, type HtpasswdEntry, type HtpasswdFile, type SlowCheck } from './htpasswd.js';
 import type { Logger } from '../ops/log.js';
 import { DEFAULT_THROTTLE, FailureThrottle } from './throttle.js';
 import { FileWatcher } from '../runtime/watch.js';
 
 /**
- * - ok: verified now; cached: answered without bcrypt (cache hit, or joined a verification already running)
- * - failed: unknown user or wrong password; throttled: refused without checking (too many failures from this
- *   address, or too many checks queued); anonymous: no credentials; malformed: an unreadable header.
+ * - ok: verified now; cached: answered without a password check (cache hit, or joined a check already running)
+ * - failed: unknown user or wrong password; throttled: refused without checking (too many failures for this
+ *   user from this address, or from this address, or too many checks queued); anonymous: no credentials;
+ *   malformed: an unreadable header.
  */
 export type AuthOutcome = 'ok' | 'cached' | 'failed' | 'throttled' | 'anonymous' | 'malformed';
 
@@ -29,15 +31,16 @@ export type AuthOutcome = 'ok' | 'cached' | 'failed' | 'throttled' | 'anonymous'
 export type AuthResult =
   | { outcome: 'ok' | 'cached'; user: string; reason?: string }
   | { outcome: Exclude<AuthOutcome, 'ok' | 'cached' | 'throttled'>; user: null; reason?: string }
-  | { outcome: 'throttled'; user: null; reason?: string; /** When this address may try again. */ retryAfterMs: number };
+  | { outcome: 'throttled'; user: null; reason?: string; /** Until the window that blocks this attempt ends. */ retryAfterMs: number };
 
 export interface AuthenticatorOptions {
   htpasswdPath: string;
   cacheTtlMs: number;
   cacheSize: number;
   logger: Logger;
-  /** Default 10 failures per 60 s; maxFailures 0 disables it. */
-  throttle?: { maxFailures: number; windowMs: number };
+  /** Failures allowed per (user, address) and per address in each window; default 10 and 100 per 60 s.
+   * 0 disables that count (throttle.ts). */
+  throttle?: { maxFailures: number; maxFailuresPerAddress: number; windowMs: number };
   /** Called after each reload attempt (not the initial load). */
   onReload?: (result: 'ok' | 'error', err?: Error) => void;
   /** Follow changes to the file; default true. */
@@ -55,9 +58,9 @@ export class Authenticator {
   private readonly cache: CredentialCache;
   private readonly throttle: FailureThrottle;
   private readonly pool: BcryptPool;
-  private readonly compareBcrypt: (password: string, hash: string) => Promise<boolean>;
+  private readonly slowCheck: SlowCheck;
   private entries: HtpasswdFile;
-  private dummyHash: string;
+  private dummy: Pick<HtpasswdEntry, 'hash' | 'scheme'>;
   private reloadChain: Promise<boolean> = Promise.resolve(true);
   private watcher: FileWatcher | null = null;
   private closed = false;
@@ -72,9 +75,9 @@ export class Authenticator {
     // One password thread per process: `workers: N` scales it with the processes, and a second thread per
     // process would only compete with the streams for the same cores.
     this.pool = new BcryptPool({ size: 1 });
-    this.compareBcrypt = (password, hash) => this.pool.compare(password, hash);
+    this.slowCheck = (password, hash, kind) => this.pool.compare(password, hash, kind);
     this.entries = users;
-    this.dummyHash = dummyFor(users);
+    this.dummy = dummyEntry(users, randomBytes);
   }
 
   /** Load the file and start following it. Throws PortcullisError(PCL_ERR_HTPASSWD) if it is missing or bad. */
@@ -110,19 +113,22 @@ export class Authenticator {
 
     const { user, password } = parsed;
     const entry = this.entries.get(user);
-    // An unknown user is checked against a dummy hash: same cost as a wrong password, so no timing oracle.
-    const target: Pick<HtpasswdEntry, 'hash' | 'scheme'> = entry ?? { hash: this.dummyHash, scheme: 'bcrypt' };
+    // An unknown user is checked against a dummy hash of the file's most common scheme and cost: as long as a
+    // typical user's wrong password, so no timing oracle.
+    const target: Pick<HtpasswdEntry, 'hash' | 'scheme'> = entry ?? this.dummy;
     const key = this.cache.keyFor(user, password, target.hash);
     // Good cached credentials pass even from a throttled address (a brute force must not block a build host).
     if (entry && this.cache.get(key, user) !== null) return { outcome: 'cached', user };
-    if (this.throttle.isThrottled(clientIp)) {
-      return { outcome: 'throttled', user: null, reason: 'too many failed logins from this address', retryAfterMs: this.throttle.retryAfterMs(clientIp) };
+    const blocked = this.throttle.check(user, clientIp);
+    if (blocked) {
+      const reason = blocked.scope === 'user' ? 'too many failed logins for this user from this address' : 'too many failed logins from this address';
+      return { outcome: 'throttled', user: null, reason, retryAfterMs: blocked.retryAfterMs };
     }
     let result: Awaited<ReturnType<CredentialCache['getOrVerify']>>;
     try {
       result = await this.cache.getOrVerify(key, user, async () => {
         this.verificationCount++;
-        const ok = await verifyPassword(password, target, this.compareBcrypt);
+        const ok = await verifyPassword(password, target, this.slowCheck);
         return ok && entry !== undefined;
       });
     } catch (err) {
@@ -132,8 +138,8 @@ export class Authenticator {
       throw err; // RegistryError UNAVAILABLE: verification itself broke, not the client's fault
     }
     if (result.ok) return { outcome: result.source === 'verified' ? 'ok' : 'cached', user };
-    // Requests that joined one verification are one guess, not many.
-    if (result.source === 'verified') this.throttle.recordFailure(clientIp);
+    // Requests that joined one verification are one guess, not many. An unknown name counts like a known one.
+    if (result.source === 'verified') this.throttle.recordFailure(user, clientIp);
     return { outcome: 'failed', user: null, reason: entry ? 'wrong password' : 'unknown user' };
   }
 
@@ -149,7 +155,7 @@ export class Authenticator {
     return this.entries.size;
   }
 
-  /** Password checks run (bcrypt or {SHA}); cache hits and joined requests do not count. */
+  /** Password checks run (any scheme); cache hits and joined requests do not count. */
   get verifications(): number {
     return this.verificationCount;
   }
@@ -175,7 +181,7 @@ export class Authenticator {
     try {
       const loaded = await loadHtpasswdFile(this.path);
       this.entries = loaded.users;
-      this.dummyHash = dummyFor(loaded.users);
+      this.dummy = dummyEntry(loaded.users, randomBytes);
       this.logLoaded('htpasswd reloaded', loaded);
       this.onReload?.('ok');
       return true;
@@ -189,25 +195,7 @@ export class Authenticator {
 
   private logLoaded(msg: string, loaded: LoadedHtpasswd): void {
     this.logger.info({ file: this.path, users: this.entries.size, bytes: loaded.bytes, parsedOn: loaded.parsedOn }, msg);
-    let sha = 0;
-    for (const e of this.entries.values()) if (e.scheme === 'sha1') sha++;
-    if (sha > 0) {
-      this.logger.warn({ file: this.path, users: sha }, 'htpasswd has unsalted {SHA} hashes; re-set them with bcrypt: portcullis htpasswd add');
-    }
+    const weak = weakHashes(this.entries);
+    if (weak) this.logger.warn({ file: this.path, users: weak.users }, `htpasswd: ${weak.message}`);
   }
-}
-
-/** The dummy hash gets the cost most users have, so an unknown user takes as long as a typical one. */
-function dummyFor(users: HtpasswdFile): string {
-  const counts = new Map<number, number>();
-  for (const e of users.values()) if (e.scheme === 'bcrypt') counts.set(bcryptCost(e.hash), (counts.get(bcryptCost(e.hash)) ?? 0) + 1);
-  let cost = DEFAULT_BCRYPT_COST;
-  let best = 0;
-  for (const [c, n] of counts) {
-    if (n > best || (n === best && c > cost)) {
-      cost = c;
-      best = n;
-    }
-  }
-  return dummyBcryptHash(cost, randomBytes);
 }

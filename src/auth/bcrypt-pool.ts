@@ -1,17 +1,20 @@
 /**
- * bcrypt comparisons on worker threads.
+ * Password checks on worker threads: bcrypt, and the crypt(3) schemes of crypt.ts (MD5-crypt, SHA-crypt).
  *
- * bcryptjs is plain JavaScript: one comparison at cost 12 holds a thread for about a quarter of a second.
- * On the main thread, a flood of wrong passwords would stall every other client's streaming transfer; here
- * it only queues behind other comparisons.
+ * bcryptjs is plain JavaScript: one comparison at cost 12 holds a thread for about a quarter of a second,
+ * and SHA-crypt at high rounds as long or longer. On the main thread, a flood of wrong passwords would stall
+ * every other client's streaming transfer; here it only queues behind other checks.
  *
  * The worker is an eval'd CommonJS script that loads bcryptjs from the path we resolve, so it runs the same
- * from `dist/` and under tsx. Each worker does one job at a time; jobs wait here, bounded. A worker that dies
- * is replaced, and its job is tried once more on the replacement before the caller gets an error.
+ * from `dist/` and under tsx; it imports the (ESM) crypt module on its first crypt job, so a bcrypt-only
+ * file never loads it. Each worker does one job at a time; jobs wait here, bounded. A worker that dies is
+ * replaced, and its job is tried once more on the replacement before the caller gets an error.
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { RegistryError } from '../errors.js';
+import type { CheckKind } from './htpasswd.js';
+import { siblingModule, workerImport } from './htpasswd-file.js';
 
 export interface BcryptPoolOptions {
   /** Worker threads; default 1. */
@@ -20,29 +23,42 @@ export interface BcryptPoolOptions {
   maxPending?: number;
   /** Module with bcryptjs' `compareSync`; the installed bcryptjs by default (tests load stand-ins). */
   bcryptjsPath?: string;
+  /** Module with crypt.ts' `verifyCrypt`; crypt.ts by default. */
+  cryptModule?: URL;
 }
 
-const WORKER_SOURCE = `
+function workerSource(cryptModule: URL): string {
+  return `
 'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
 const bcrypt = require(workerData.bcryptjs);
+const describe = (err) => String((err && err.message) || err);
+let crypt = null;
 parentPort.on('message', (job) => {
+  const reply = (ok, error) => parentPort.postMessage({ id: job.id, ok, error });
+  if (job.kind === 'crypt') {
+    crypt = crypt || ${workerImport(cryptModule)};
+    crypt.then((m) => reply(m.verifyCrypt(job.password, job.hash), null)).catch((err) => reply(false, describe(err)));
+    return;
+  }
   let ok = false;
   let error = null;
   try {
     ok = bcrypt.compareSync(job.password, job.hash);
   } catch (err) {
-    error = String((err && err.message) || err);
+    error = describe(err);
   }
-  parentPort.postMessage({ id: job.id, ok, error });
+  reply(ok, error);
 });
 parentPort.postMessage({ ready: true });
 `;
+}
 
 interface Job {
   readonly id: number;
   readonly password: string;
   readonly hash: string;
+  readonly kind: CheckKind;
   readonly resolve: (ok: boolean) => void;
   readonly reject: (err: Error) => void;
   tries: number;
@@ -60,6 +76,7 @@ export class BcryptPool {
   private readonly size: number;
   private readonly maxPending: number;
   private readonly bcryptjsPath: string;
+  private readonly source: string;
   private readonly slots: Array<Slot | null>;
   private readonly queue: Job[] = [];
   private nextId = 1;
@@ -70,13 +87,15 @@ export class BcryptPool {
     this.size = Math.max(1, Math.floor(opts.size ?? 1));
     this.maxPending = Math.max(0, Math.floor(opts.maxPending ?? 256));
     this.bcryptjsPath = opts.bcryptjsPath ?? createRequire(import.meta.url).resolve('bcryptjs');
+    this.source = workerSource(opts.cryptModule ?? siblingModule('crypt', import.meta.url));
     this.slots = Array.from({ length: this.size }, () => null);
     for (let i = 0; i < this.size; i++) this.slots[i] = this.spawn(i);
   }
 
-  /** Does `password` match bcrypt `hash`? Rejects with RegistryError: TOOMANYREQUESTS when the queue is full,
-   * UNAVAILABLE when the pool is closed or the comparison could not run. */
-  compare(password: string, hash: string): Promise<boolean> {
+  /** Does `password` match `hash`, a bcrypt hash or (kind `crypt`) one of crypt.ts'? Rejects with
+   * RegistryError: TOOMANYREQUESTS when the queue is full, UNAVAILABLE when the pool is closed or the check
+   * could not run. */
+  compare(password: string, hash: string, kind: CheckKind = 'bcrypt'): Promise<boolean> {
     if (this.closed) return Promise.reject(new RegistryError('UNAVAILABLE', 'password verification is shutting down'));
     if (this.queue.length >= this.maxPending && !this.slots.some((s) => s !== null && s.job === null)) {
       return Promise.reject(
@@ -84,7 +103,7 @@ export class BcryptPool {
       );
     }
     return new Promise<boolean>((resolve, reject) => {
-      this.queue.push({ id: this.nextId++, password, hash, resolve, reject, tries: 0 });
+      this.queue.push({ id: this.nextId++, password, hash, kind, resolve, reject, tries: 0 });
       this.dispatch();
     });
   }
@@ -94,7 +113,7 @@ export class BcryptPool {
     return this.queue.length;
   }
 
-  /** Comparisons finished since the pool started. */
+  /** Checks finished since the pool started. */
   get completed(): number {
     return this.completedCount;
   }
@@ -120,7 +139,7 @@ export class BcryptPool {
   }
 
   private spawn(index: number): Slot {
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { bcryptjs: this.bcryptjsPath } });
+    const worker = new Worker(this.source, { eval: true, workerData: { bcryptjs: this.bcryptjsPath } });
     const slot: Slot = { worker, job: null, ready: false };
     worker.unref(); // ref'd only while it has a job: an idle pool must not keep a finished process alive
     worker.on('message', (reply: Reply) => this.onReply(slot, reply));
@@ -175,7 +194,7 @@ export class BcryptPool {
       job.tries++;
       slot.job = job;
       slot.worker.ref();
-      slot.worker.postMessage({ id: job.id, password: job.password, hash: job.hash });
+      slot.worker.postMessage({ id: job.id, password: job.password, hash: job.hash, kind: job.kind });
     }
   }
 }

@@ -44,6 +44,14 @@ export const SHA_CRYPT_MAX_ROUNDS = 999_999_999;
  * the better part of an hour: every wrong password costs a full check, and a file can name any rounds.
  */
 export const MAX_SHA_CRYPT_ROUNDS = 1_000_000;
+/**
+ * The longest password checked against a SHA-crypt hash; longer ones match nothing. SHA-crypt's work grows
+ * with the square of the password's length (steps 13-15 hash it once per byte) and its rounds with the
+ * length again: a 6,000-byte password (an Authorization header near its 8 KiB bound) costs about twenty
+ * times an ordinary one at 50,000 rounds, a guess an attacker pays nothing more for. musl's
+ * crypt(3) has the same limit for the same reason (crypt_sha256.c, crypt_sha512.c: KEY_MAX).
+ */
+export const MAX_SHA_CRYPT_PASSWORD_BYTES = 256;
 
 const MD5_SALT_MAX = 8;
 const SHA_SALT_MAX = 16; // the spec's salt limit; see its "toolongsaltstring" test vectors
@@ -168,7 +176,8 @@ export function parseCryptHash(hash: string): ParsedCryptHash | null {
 
 /**
  * Does `password` (a string is taken as UTF-8) match `hash`? Recomputes the whole hash string and compares
- * it in constant time. False for a hash parseCryptHash refuses (no password can match it). Throws a
+ * it in constant time. False for a hash parseCryptHash refuses (no password can match it), and at once for
+ * a password over MAX_SHA_CRYPT_PASSWORD_BYTES against SHA-crypt. Throws a
  * PortcullisError (PCL_ERR_HTPASSWD) for SHA-crypt rounds above MAX_SHA_CRYPT_ROUNDS, which callers must refuse before this point:
  * failing loudly beats holding a thread for minutes or passing the refusal off as a wrong password.
  */
@@ -188,12 +197,40 @@ export function verifyCrypt(password: string | Buffer, hash: string): boolean {
       if (parsed.rounds > MAX_SHA_CRYPT_ROUNDS) {
         throw new PortcullisError('PCL_ERR_HTPASSWD', `SHA-crypt rounds=${parsed.rounds} is above the ${MAX_SHA_CRYPT_ROUNDS} accepted`);
       }
+      if (bytes(password).length > MAX_SHA_CRYPT_PASSWORD_BYTES) return false;
       computed = shaCrypt(password, parsed.salt, parsed.scheme === 'sha256crypt' ? 5 : 6, parsed.roundsExplicit ? parsed.rounds : undefined);
       break;
   }
   const expected = Buffer.from(hash, 'latin1');
   const actual = Buffer.from(computed, 'latin1');
   return expected.length === actual.length && timingSafeEqual(expected, actual);
+}
+
+/**
+ * A hash of `scheme` (at `rounds`, for SHA-crypt) that parseCryptHash accepts, with a random salt of the
+ * longest length and a random checksum: no password matches it in practice, and checking one against it
+ * costs what checking one against a real hash of the same scheme and rounds costs. For the unknown-user
+ * check, which must take as long as a known user's. Rounds are written as crypt(3) does, only when not the
+ * default; MD5-crypt has none and ignores `rounds`.
+ */
+export function dummyCryptHash(scheme: CryptScheme, rounds: number, random: (n: number) => Buffer): string {
+  const chars = (n: number, alphabet: string = ITOA64): string => {
+    let out = '';
+    for (const b of random(n)) out += alphabet[b % alphabet.length];
+    return out;
+  };
+  // The checksum's last character carries only the bits left over (see MD5_RE and SHA_RE).
+  switch (scheme) {
+    case 'md5crypt':
+    case 'apr1':
+      return `${scheme === 'apr1' ? '$apr1$' : '$1$'}${chars(MD5_SALT_MAX)}$${chars(21)}${chars(1, './01')}`;
+    case 'sha256crypt':
+    case 'sha512crypt': {
+      const field = rounds === SHA_CRYPT_DEFAULT_ROUNDS ? '' : `rounds=${rounds}$`;
+      const sum = scheme === 'sha256crypt' ? `${chars(42)}${chars(1, './0123456789ABCD')}` : `${chars(85)}${chars(1, './01')}`;
+      return `$${scheme === 'sha256crypt' ? 5 : 6}$${field}${chars(SHA_SALT_MAX)}$${sum}`;
+    }
+  }
 }
 
 const NUL = Buffer.alloc(1);

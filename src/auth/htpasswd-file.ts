@@ -120,11 +120,7 @@ const UNPACK_SLICE_MS = 5;
 function parseOnWorker(content: Buffer, source: string): Promise<HtpasswdFile> {
   const data = content.buffer as ArrayBuffer; // readBounded allocated it as an ArrayBuffer of its own
   return new Promise((resolve, reject) => {
-    const worker = moduleWorker(
-      new URL(import.meta.url.endsWith('.ts') ? './htpasswd-worker.ts' : './htpasswd-worker.js', import.meta.url),
-      { content: data, length: content.length, source },
-      [data],
-    );
+    const worker = moduleWorker(siblingModule('htpasswd-worker', import.meta.url), { content: data, length: content.length, source }, [data]);
     worker.once('message', (reply: WorkerReply) => {
       if (reply.ok) unpackUsers(Buffer.from(reply.packed).toString('utf8')).then(resolve, reject);
       else reject(new PortcullisError('PCL_ERR_HTPASSWD', reply.message));
@@ -136,12 +132,24 @@ function parseOnWorker(content: Buffer, source: string): Promise<HtpasswdFile> {
   });
 }
 
-/**
- * A worker running `module`. Built, that is a plain `.js` file. Run from the TypeScript sources (tests, under
- * tsx), the worker must load tsx itself first: Node 20 ignores `--import` in a worker's execArgv.
- */
+/** A worker running `module`. Built, that is a plain `.js` file; from the TypeScript sources, see workerImport. */
 function moduleWorker(module: URL, workerData: unknown, transferList: ArrayBuffer[]): Worker {
   if (!module.pathname.endsWith('.ts')) return new Worker(module, { workerData, transferList });
-  const boot = `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(module.href)}); })`;
-  return new Worker(boot, { eval: true, workerData, transferList });
+  return new Worker(workerImport(module), { eval: true, workerData, transferList });
+}
+
+/** The module `name` next to `base` (an `import.meta.url`): `.ts` when running from the TypeScript sources. */
+export function siblingModule(name: string, base: string): URL {
+  return new URL(`./${name}${base.endsWith('.ts') ? '.ts' : '.js'}`, base);
+}
+
+/**
+ * JavaScript source of an expression that imports `module` in an eval'd worker (CommonJS) and evaluates to a
+ * promise of its namespace. Built, that is a plain import. Run from the TypeScript sources (tests, under
+ * tsx), the worker must load tsx itself first: Node 20 ignores `--import` in a worker's execArgv.
+ */
+export function workerImport(module: URL): string {
+  const load = `import(${JSON.stringify(module.href)})`;
+  if (!module.pathname.endsWith('.ts')) return load;
+  return `import('tsx/esm/api').then((tsx) => { tsx.register(); return ${load}; })`;
 }

@@ -3,8 +3,10 @@
  *
  * Format, as Apache `htpasswd` writes it and distribution's `registry/auth/htpasswd` reads it: one `user:hash`
  * per line; the hash is everything after the FIRST colon; surrounding whitespace is ignored; lines that begin
- * with `#` are comments. registry:2 accepts only bcrypt; we also accept `{SHA}` so an old file can be moved
- * over, and refuse everything else by name so the operator knows which line to redo.
+ * with `#` are comments. registry:2 accepts only bcrypt; we also accept `{SHA}`, and the crypt(3) schemes of
+ * crypt.ts (`$apr1$` from Apache `htpasswd -m`, `$1$`, `$5$` and `$6$` as nginx reads them), so a file made
+ * for Apache or nginx works as it is. Everything else (DES crypt, plaintext, yescrypt, ...) is refused by
+ * name, so the operator knows which line to redo.
  *
  * A file with any bad line is refused whole: a reload must never swap in a half-understood file (a user whose
  * line we skipped would be locked out with no error anywhere but the log).
@@ -12,8 +14,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import bcrypt from 'bcryptjs';
 import { PortcullisError } from '../errors.js';
+import { MAX_SHA_CRYPT_ROUNDS, SHA_CRYPT_DEFAULT_ROUNDS, dummyCryptHash, parseCryptHash, verifyCrypt, type CryptScheme } from './crypt.js';
 
-export type HashScheme = 'bcrypt' | 'sha1';
+export type HashScheme = 'bcrypt' | 'sha1' | CryptScheme;
 
 export interface HtpasswdEntry {
   readonly hash: string;
@@ -49,6 +52,8 @@ const BCRYPT_RE = /^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$/;
 const SHA_RE = /^\{SHA\}[A-Za-z0-9+/]{27}=$/;
 // Traditional DES crypt: 2 salt characters + 11 hash characters.
 const DES_RE = /^[./A-Za-z0-9]{13}$/;
+// The prefixes of crypt.ts' schemes, to name a hash of theirs that does not parse.
+const CRYPT_PREFIX_RE = /^\$(?:1|apr1|5|6)\$/;
 const CONTROL_RE = /[\u0000-\u001f\u007f]/;
 
 const FIX = '(use bcrypt: portcullis htpasswd add)';
@@ -58,8 +63,19 @@ export function classifyHash(hash: string): { scheme: HashScheme } | { problem: 
   if (hash === '') return { problem: 'empty hash' };
   if (BCRYPT_RE.test(hash)) return { scheme: 'bcrypt' };
   if (SHA_RE.test(hash)) return { scheme: 'sha1' };
+  const crypt = parseCryptHash(hash);
+  if (crypt) {
+    // A file may name any rounds, and every wrong password costs a full check: past the bound, one guess
+    // would hold a password worker for seconds to minutes.
+    if ('rounds' in crypt && crypt.rounds > MAX_SHA_CRYPT_ROUNDS) {
+      return { problem: `SHA-crypt rounds=${crypt.rounds} is above the ${MAX_SHA_CRYPT_ROUNDS} this proxy computes ${FIX}` };
+    }
+    return { scheme: crypt.scheme };
+  }
   if (/^\$2[aby]\$/.test(hash)) return { problem: 'malformed bcrypt hash' };
   if (hash.startsWith('{SHA}')) return { problem: 'malformed {SHA} hash' };
+  const cryptPrefix = CRYPT_PREFIX_RE.exec(hash);
+  if (cryptPrefix) return { problem: `malformed ${cryptPrefix[0]} hash ${FIX}` };
   const dollar = /^\$[A-Za-z0-9-]+\$/.exec(hash);
   if (dollar) return { problem: `unsupported hash scheme ${dollar[0]} ${FIX}` };
   const brace = /^\{[A-Za-z0-9-]+\}/.exec(hash);
@@ -154,7 +170,7 @@ export function formatHtpasswdLine(user: string, hash: string): string {
 
 /**
  * Set `user`'s hash in file text: its first line is replaced in place (also if that line was refused, which
- * is how an `$apr1$` user is moved to bcrypt), any further lines of the same user are dropped, other lines
+ * is how a DES crypt user is moved to bcrypt), any further lines of the same user are dropped, other lines
  * are kept as they are. A new user is appended.
  */
 export function setHtpasswdUser(text: string, user: string, hash: string): { text: string; added: boolean } {
@@ -208,21 +224,28 @@ export async function hashPassword(password: string, cost: number = DEFAULT_BCRY
   return `$2y$${hash.slice(4)}`;
 }
 
-/** Compares a password with a bcrypt hash: bcryptjs by default, the worker pool in the proxy. */
-export type BcryptCompare = (password: string, hash: string) => Promise<boolean>;
+/** The slow checks: bcrypt, and crypt.ts' schemes (its `verifyCrypt` tells them apart by prefix). */
+export type CheckKind = 'bcrypt' | 'crypt';
+
+/** Runs a slow check: here by default (bcryptjs, crypt.ts), on the worker pool in the proxy. */
+export type SlowCheck = (password: string, hash: string, kind: CheckKind) => Promise<boolean>;
+
+const checkHere: SlowCheck = async (password, hash, kind) => (kind === 'bcrypt' ? bcrypt.compare(password, hash) : verifyCrypt(password, hash));
 
 /**
  * Does `password` match the entry? bcrypt checks only the first 72 bytes of a longer password, exactly as
  * Apache `htpasswd -v` and registry:2 (Go x/crypto/bcrypt) do: Apache cuts long passwords silently when
- * hashing, so refusing them here would lock out users whose file Apache made. `{SHA}` compares digests in
- * constant time.
+ * hashing, so refusing them here would lock out users whose file Apache made. The crypt(3) schemes compare
+ * the recomputed hash in constant time (SHA-crypt up to MAX_SHA_CRYPT_PASSWORD_BYTES of password, see
+ * crypt.ts). bcrypt and crypt run through `slow`; `{SHA}`, one SHA-1, compares digests in constant time here.
  */
 export async function verifyPassword(
   password: string,
   entry: Pick<HtpasswdEntry, 'hash' | 'scheme'>,
-  compareBcrypt: BcryptCompare = (p, h) => bcrypt.compare(p, h),
+  slow: SlowCheck = checkHere,
 ): Promise<boolean> {
-  if (entry.scheme === 'bcrypt') return compareBcrypt(password, entry.hash);
+  if (entry.scheme === 'bcrypt') return slow(password, entry.hash, 'bcrypt');
+  if (entry.scheme !== 'sha1') return slow(password, entry.hash, 'crypt');
   const expected = Buffer.from(entry.hash.slice('{SHA}'.length), 'base64');
   const actual = createHash('sha1').update(password, 'utf8').digest();
   return expected.length === actual.length && timingSafeEqual(expected, actual);
@@ -243,4 +266,87 @@ export function dummyBcryptHash(cost: number, random: (n: number) => Buffer): st
   let tail = '';
   for (const b of bytes) tail += alphabet[b % 64];
   return `$2y$${String(cost).padStart(2, '0')}$${tail}`;
+}
+
+/** What checking a password against an entry costs, as a key: entries with the same key cost the same. */
+interface CostClass {
+  readonly key: string;
+  readonly scheme: HashScheme;
+  /** bcrypt cost or SHA-crypt rounds; 0 for the schemes without a parameter. */
+  readonly param: number;
+  /** A rough time per check in microseconds on one core, to break ties only. */
+  readonly micros: number;
+}
+
+const SHA_CRYPT_ROUNDS_RE = /^\$[56]\$rounds=(\d+)\$/;
+
+function costClass(e: Pick<HtpasswdEntry, 'hash' | 'scheme'>): CostClass {
+  switch (e.scheme) {
+    case 'bcrypt': {
+      const cost = bcryptCost(e.hash);
+      return { key: `bcrypt ${cost}`, scheme: e.scheme, param: cost, micros: 60 * 2 ** cost };
+    }
+    case 'sha256crypt':
+    case 'sha512crypt': {
+      const field = SHA_CRYPT_ROUNDS_RE.exec(e.hash);
+      const rounds = field ? Number(field[1]) : SHA_CRYPT_DEFAULT_ROUNDS; // entries were parsed: in range
+      return { key: `${e.scheme} ${rounds}`, scheme: e.scheme, param: rounds, micros: 1.5 * rounds };
+    }
+    case 'md5crypt':
+    case 'apr1':
+      return { key: e.scheme, scheme: e.scheme, param: 0, micros: 1000 };
+    case 'sha1':
+      return { key: e.scheme, scheme: e.scheme, param: 0, micros: 1 };
+  }
+}
+
+/**
+ * The entry an unknown user is checked against: a hash of the scheme and cost (bcrypt cost, SHA-crypt
+ * rounds) that most users of the file have, ties going to the dearer, so that an unknown name takes as long
+ * as a typical known one and names cannot be probed by timing. bcrypt at the default cost for an empty file.
+ * Salt and checksum are random: it matches no password.
+ */
+export function dummyEntry(users: HtpasswdFile, random: (n: number) => Buffer): Pick<HtpasswdEntry, 'hash' | 'scheme'> {
+  const counts = new Map<string, { c: CostClass; n: number }>();
+  for (const e of users.values()) {
+    const c = costClass(e);
+    const seen = counts.get(c.key);
+    if (seen) seen.n++;
+    else counts.set(c.key, { c, n: 1 });
+  }
+  let best: { c: CostClass; n: number } | null = null;
+  for (const x of counts.values()) if (!best || x.n > best.n || (x.n === best.n && x.c.micros > best.c.micros)) best = x;
+  const c = best?.c ?? { scheme: 'bcrypt', param: DEFAULT_BCRYPT_COST };
+  switch (c.scheme) {
+    case 'bcrypt':
+      return { hash: dummyBcryptHash(c.param, random), scheme: c.scheme };
+    case 'sha1':
+      return { hash: `{SHA}${random(20).toString('base64')}`, scheme: c.scheme };
+    default:
+      return { hash: dummyCryptHash(c.scheme, c.param, random), scheme: c.scheme };
+  }
+}
+
+/** Schemes that are unsalted ({SHA}: one SHA-1, so equal passwords have equal hashes) or fast to guess
+ * (MD5-crypt: a fixed 1000 MD5s, millions of guesses a second on a GPU). */
+const WEAK_SCHEMES: Partial<Record<HashScheme, string>> = { sha1: '{SHA}', md5crypt: '$1$', apr1: '$apr1$' };
+
+/** How many users have a weak hash, and a message saying so and what to do, or null if none has. */
+export function weakHashes(users: HtpasswdFile): { users: number; message: string } | null {
+  const counts = new Map<string, number>();
+  let total = 0;
+  for (const e of users.values()) {
+    const name = WEAK_SCHEMES[e.scheme];
+    if (name === undefined) continue;
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+    total++;
+  }
+  if (total === 0) return null;
+  const list = [...counts].map(([name, n]) => `${name}: ${n}`).join(', ');
+  return {
+    users: total,
+    message:
+      `${total} user${total === 1 ? ' has a weak password hash' : 's have weak password hashes'} (${list}; unsalted or fast to guess); ` +
+      're-set each with bcrypt: portcullis htpasswd add FILE USER',
+  };
 }

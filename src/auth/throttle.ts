@@ -1,68 +1,121 @@
 /**
- * Failed-login throttle per client address.
+ * Failed-login throttle, counted twice: per (user name, client address), and per client address.
  *
- * After `maxFailures` failed verifications from one address within `windowMs` of the first, further attempts
- * from it that the credential cache cannot answer are refused without running bcrypt until the window ends.
- * Cached good credentials still pass (auth.ts asks the cache first), so a brute force from a build host does
- * not break that host's own `docker compose pull`. A success does not reset the count: otherwise one valid
- * account would let an attacker guess others' passwords without limit.
+ * - After `maxFailures` failed verifications of one user name from one address within `windowMs` of the
+ *   first, further attempts for that name from that address are refused without a password check until the
+ *   window ends. Only that name waits: the other users behind the same address (a CI host's NAT, an office)
+ *   keep logging in, so one job with a stale password does not lock out every other job on the host.
+ * - After `maxFailuresPerAddress` failures from one address, whatever the user names, every attempt from it
+ *   waits. This is the limit for password spraying: a guess or two for each of many names, which the first
+ *   count never sees. It is meant to be well above `maxFailures`.
+ *
+ * Unknown user names are counted on both, exactly like known ones. Counting them per address only would
+ * make the answer itself an oracle: a name still answered 401 after `maxFailures` wrong guesses would be
+ * one that does not exist. Counted per name too, a typo'd name in a CI job also waits alone.
+ *
+ * Cached good credentials still pass (authenticator.ts asks the cache first), so a brute force from a build
+ * host does not break that host's own `docker compose pull`. A success resets neither count: otherwise one
+ * valid account would let an attacker guess others' passwords without limit.
  *
  * IPv6 clients are counted per /64, the smallest block a site is usually given: otherwise one host could
- * rotate through 2^64 addresses. Memory is bounded by `maxTracked`.
+ * rotate through 2^64 addresses. Memory is bounded: each count tracks at most `maxTracked` keys, in maps of
+ * their own, so a flood of (name, address) pairs cannot push out the per-address counts.
  */
 import { isIPv4, isIPv6 } from 'node:net';
 
 export interface ThrottleOptions {
-  /** Failures allowed per window; 0 disables the throttle. */
+  /** Failures allowed per (user name, address) per window; 0 disables this count. */
   maxFailures: number;
+  /** Failures allowed per address, over all user names, per window; 0 disables this count. */
+  maxFailuresPerAddress: number;
   windowMs: number;
-  /** Most addresses tracked at once; past it the oldest window is forgotten. */
+  /** Most keys tracked at once by each count; past it the oldest window is forgotten. */
   maxTracked?: number;
   /** Milliseconds from any fixed origin; monotonic by default. */
   now?: () => number;
 }
 
-export const DEFAULT_THROTTLE = { maxFailures: 10, windowMs: 60_000 } as const;
+/** Why attempts are refused now, and for how long: until every window that blocks them has ended. */
+export interface ThrottleBlock {
+  /** `address` when the address as a whole is blocked (whatever the user name), else `user`. */
+  readonly scope: 'user' | 'address';
+  readonly retryAfterMs: number;
+}
+
+export const DEFAULT_THROTTLE = { maxFailures: 10, maxFailuresPerAddress: 100, windowMs: 60_000 } as const;
 const DEFAULT_MAX_TRACKED = 10_000;
+
+export class FailureThrottle {
+  private readonly perUser: WindowCounts;
+  private readonly perAddress: WindowCounts;
+  private readonly now: () => number;
+
+  constructor(opts: ThrottleOptions) {
+    const maxTracked = Math.max(1, opts.maxTracked ?? DEFAULT_MAX_TRACKED);
+    const windowMs = Math.max(0, opts.windowMs);
+    this.perUser = new WindowCounts(opts.maxFailures, windowMs, maxTracked);
+    this.perAddress = new WindowCounts(opts.maxFailuresPerAddress, windowMs, maxTracked);
+    this.now = opts.now ?? (() => performance.now());
+  }
+
+  /** Must attempts for `user` from `ip` be refused right now? null if they may be checked. */
+  check(user: string, ip: string): ThrottleBlock | null {
+    const now = this.now();
+    const address = throttleKey(ip);
+    const byAddress = this.perAddress.blockedFor(address, now);
+    const byUser = this.perUser.blockedFor(pairKey(user, address), now);
+    if (byAddress === 0 && byUser === 0) return null;
+    return { scope: byAddress > 0 ? 'address' : 'user', retryAfterMs: Math.max(byAddress, byUser) };
+  }
+
+  /** A verification of `user` from `ip` failed (wrong password or unknown name). */
+  recordFailure(user: string, ip: string): void {
+    const now = this.now();
+    const address = throttleKey(ip);
+    this.perAddress.record(address, now);
+    this.perUser.record(pairKey(user, address), now);
+  }
+
+  /** (user name, address) pairs tracked now. */
+  get trackedPairs(): number {
+    return this.perUser.size;
+  }
+
+  /** Addresses (or /64s) tracked now. */
+  get trackedAddresses(): number {
+    return this.perAddress.size;
+  }
+}
 
 interface Window {
   failures: number;
   readonly endsAt: number;
 }
 
-export class FailureThrottle {
+/** Failures per key in fixed windows that start at a key's first failure. */
+class WindowCounts {
   // Insertion order = window start order, and all windows are equally long, so the first entries are always
   // the first to expire: sweeping from the front finds every expired one.
   private readonly windows = new Map<string, Window>();
-  private readonly maxFailures: number;
+  private readonly limit: number;
   private readonly windowMs: number;
   private readonly maxTracked: number;
-  private readonly now: () => number;
 
-  constructor(opts: ThrottleOptions) {
-    this.maxFailures = Math.max(0, Math.floor(opts.maxFailures));
-    this.windowMs = Math.max(0, opts.windowMs);
-    this.maxTracked = Math.max(1, opts.maxTracked ?? DEFAULT_MAX_TRACKED);
-    this.now = opts.now ?? (() => performance.now());
+  constructor(limit: number, windowMs: number, maxTracked: number) {
+    this.limit = Math.max(0, Math.floor(limit));
+    this.windowMs = windowMs;
+    this.maxTracked = maxTracked;
   }
 
-  /** Must attempts from this address be refused right now? */
-  isThrottled(ip: string): boolean {
-    if (this.maxFailures === 0) return false;
-    const w = this.windows.get(throttleKey(ip));
-    return w !== undefined && w.endsAt > this.now() && w.failures >= this.maxFailures;
+  /** Milliseconds until `key` may try again; 0 if it may now. */
+  blockedFor(key: string, now: number): number {
+    if (this.limit === 0) return 0;
+    const w = this.windows.get(key);
+    return w !== undefined && w.endsAt > now && w.failures >= this.limit ? w.endsAt - now : 0;
   }
 
-  /** Milliseconds until this address may try again (0 if it may now). */
-  retryAfterMs(ip: string): number {
-    if (!this.isThrottled(ip)) return 0;
-    return Math.max(0, this.windows.get(throttleKey(ip))!.endsAt - this.now());
-  }
-
-  recordFailure(ip: string): void {
-    if (this.maxFailures === 0) return;
-    const key = throttleKey(ip);
-    const now = this.now();
+  record(key: string, now: number): void {
+    if (this.limit === 0) return;
     const w = this.windows.get(key);
     if (w && w.endsAt > now) {
       w.failures++;
@@ -78,8 +131,7 @@ export class FailureThrottle {
     this.windows.set(key, { failures: 1, endsAt: now + this.windowMs });
   }
 
-  /** Addresses (or /64s) tracked now. */
-  get tracked(): number {
+  get size(): number {
     return this.windows.size;
   }
 
@@ -89,6 +141,11 @@ export class FailureThrottle {
       this.windows.delete(key);
     }
   }
+}
+
+/** User names hold no control characters (basic.ts refuses them), so a NUL cannot make two pairs collide. */
+function pairKey(user: string, address: string): string {
+  return `${address}\u0000${user}`;
 }
 
 /**

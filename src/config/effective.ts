@@ -35,6 +35,7 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       cacheTtl: formatDuration(c.auth.cacheTtlMs),
       cacheSize: c.auth.cacheSize,
       maxFailures: c.auth.maxFailures,
+      maxFailuresPerAddress: c.auth.maxFailuresPerAddress,
       failureWindow: formatDuration(c.auth.failureWindowMs),
       clientCertificate: c.auth.clientCertificate,
     },

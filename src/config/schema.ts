@@ -84,6 +84,9 @@ export const configSchema = z.strictObject({
     cacheTtl: duration.prefault('5m'),
     cacheSize: z.number().int().min(0).max(1_000_000).prefault(1000),
     maxFailures: z.number().int().min(0).prefault(10),
+    /** Failures from one address over all user names (password spraying); higher than maxFailures, so one
+     * user's wrong password does not lock out the others behind a shared address (NAT). 0 disables it. */
+    maxFailuresPerAddress: z.number().int().min(0).prefault(100),
     failureWindow: duration.prefault('60s'),
     /** What a verified client certificate (tls.clientCA) means: nothing beyond the handshake (none), the
      * caller is its subject's CN (identity), or it is required besides a valid password (and-password). */
@@ -151,6 +154,7 @@ export interface Config {
     cacheTtlMs: number;
     cacheSize: number;
     maxFailures: number;
+    maxFailuresPerAddress: number;
     failureWindowMs: number;
     clientCertificate: 'none' | 'identity' | 'and-password';
   };
@@ -193,6 +197,7 @@ export function resolveConfig(p: Parsed, file: string): Config {
       cacheTtlMs: p.auth.cacheTtl,
       cacheSize: p.auth.cacheSize,
       maxFailures: p.auth.maxFailures,
+      maxFailuresPerAddress: p.auth.maxFailuresPerAddress,
       failureWindowMs: p.auth.failureWindow,
       clientCertificate: p.auth.clientCertificate,
     },

@@ -26,7 +26,11 @@ export async function buildServices(config: Config, previous: Services | null, l
           htpasswdPath: config.auth.htpasswd,
           cacheTtlMs: config.auth.cacheTtlMs,
           cacheSize: config.auth.cacheSize,
-          throttle: { maxFailures: config.auth.maxFailures, windowMs: config.auth.failureWindowMs },
+          throttle: {
+            maxFailures: config.auth.maxFailures,
+            maxFailuresPerAddress: config.auth.maxFailuresPerAddress,
+            windowMs: config.auth.failureWindowMs,
+          },
           logger,
           onReload: (result) => metrics.reloads.inc({ kind: 'htpasswd', result }),
         });
@@ -51,7 +55,7 @@ export async function buildServices(config: Config, previous: Services | null, l
  */
 function sameAuth(a: Config, b: Config): boolean {
   const key = (c: Config): string =>
-    JSON.stringify([c.auth.htpasswd, c.auth.cacheTtlMs, c.auth.cacheSize, c.auth.maxFailures, c.auth.failureWindowMs]);
+    JSON.stringify([c.auth.htpasswd, c.auth.cacheTtlMs, c.auth.cacheSize, c.auth.maxFailures, c.auth.maxFailuresPerAddress, c.auth.failureWindowMs]);
   return key(a) === key(b);
 }
 

@@ -59,7 +59,7 @@ export async function startFront(opts: FrontOptions): Promise<Front> {
       'listen: "127.0.0.1:0"',
       certs ? `tls: { cert: "${certs.certFile}", key: "${certs.keyFile}" }` : 'tls: false',
       `upstream: ${opts.upstream}`,
-      `auth: ${opts.auth ?? '{ htpasswd: htpasswd, maxFailures: 1000 }'}`,
+      `auth: ${opts.auth ?? '{ htpasswd: htpasswd, maxFailures: 1000, maxFailuresPerAddress: 0 }'}`,
       opts.extraConfig ?? '',
     ].join('\n'),
     join(dir, 'proxy.yaml'),

@@ -61,7 +61,7 @@ export async function startStack(users: Record<string, string>, opts: StackOptio
         ...extra,
         upstream: { url: registry.url, ...((extra['upstream'] as object | undefined) ?? {}) },
         // Every test connects from 127.0.0.1: keep the brute-force throttle out of the way unless asked.
-        auth: { htpasswd, maxFailures: 1000, ...((extra['auth'] as object | undefined) ?? {}) },
+        auth: { htpasswd, maxFailures: 1000, maxFailuresPerAddress: 0, ...((extra['auth'] as object | undefined) ?? {}) },
       },
       start,
     );
