@@ -40,6 +40,17 @@ export function loadTlsMaterial(certPath: string, keyPath: string): TlsMaterial 
   return { cert, key, subject: leaf.subject.replace(/\n/g, ', '), validTo: new Date(leaf.validTo) };
 }
 
+/** A PEM file of CA certificates (tls.acme.ca): read and checked to hold at least one certificate. */
+export function loadCaCertificates(path: string, key: string): string {
+  const text = readOrThrow(path, key).toString('utf8');
+  try {
+    new X509Certificate(text);
+  } catch (err) {
+    throw new PortcullisError('PCL_ERR_TLS', `${path}: ${key} is not a PEM certificate: ${(err as Error).message}`);
+  }
+  return text;
+}
+
 export function secureContextOptions(m: TlsMaterial): SecureContextOptions {
   return { cert: m.cert, key: m.key };
 }
