@@ -24,6 +24,9 @@ WORKDIR /app
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# tls.acme storage (docs/deploy.md): a new named volume mounted here inherits this owner and mode, so the
+# proxy can keep its account key and certificates there without a chown step.
+RUN mkdir -p /var/lib/portcullis/acme && chown 1000:1000 /var/lib/portcullis/acme && chmod 700 /var/lib/portcullis/acme
 # uid/gid 1000 is the image's `node` user. Numeric, so Kubernetes runAsNonRoot can verify it.
 USER 1000:1000
 EXPOSE 5043

@@ -36,6 +36,7 @@ export const PORTCULLIS_ERRORS = {
   PCL_ERR_UPSTREAM_TIMEOUT: 'the registry sent and read nothing for upstream.timeout (answered 504, or the stream cut)',
   PCL_ERR_FRAMING: 'a request body did not match its declared length (the exchange is cut)',
   PCL_ERR_DEPENDENCY: 'a library lacks something the proxy relies on (refused at start-up)',
+  PCL_ERR_ACME: 'a certificate order failed (with the reason the CA gave), or tls.acme.storage cannot be used',
 } as const;
 
 export type PortcullisErrorCode = keyof typeof PORTCULLIS_ERRORS;
@@ -93,6 +94,25 @@ export class UpstreamTimeoutError extends PortcullisError {
 export class FramingError extends PortcullisError {
   constructor(message: string) {
     super('PCL_ERR_FRAMING', message);
+  }
+}
+
+/**
+ * tls.acme: an order that failed (CA unreachable, validation refused: the CA's reason is in the message) or
+ * storage that cannot be used. An order failure is retried with backoff while the current certificate serves.
+ */
+export class AcmeError extends PortcullisError {
+  constructor(message: string, opts: { cause?: unknown } = {}) {
+    super('PCL_ERR_ACME', message, opts);
+    this.name = 'AcmeError';
+  }
+}
+
+/** Stored ACME files that are there but unusable (incomplete, not PEM, key and certificate apart): order anew. */
+export class UnusableAcmeStorage extends AcmeError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnusableAcmeStorage';
   }
 }
 

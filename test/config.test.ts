@@ -112,7 +112,9 @@ test('every config key has its environment variable, and each one takes effect',
   // walker misses has no variable, and its row fails. Each value differs from what MINIMAL gives.
   // A few keys only make sense with another: `extra` sets that one too.
   const RULES = '[{ repositories: ["**"], users: ["*"], actions: [pull] }]';
-  const cases: Array<[name: string, value: string, read: (c: Config) => unknown, expected: unknown, extra?: Record<string, string>]> = [
+  // The ACME keys replace cert and key: their rows start from a config that has tls.acme instead.
+  const ACME = 'tls: { acme: { email: ops@example.com, domains: [r.example], storage: acme } }\nupstream: { url: "http://127.0.0.1:5000" }\nauth: { htpasswd: auth/htpasswd }\n';
+  const cases: Array<[name: string, value: string, read: (c: Config) => unknown, expected: unknown, extra?: Record<string, string>, base?: string]> = [
     ['PORTCULLIS_LISTEN', '127.0.0.1:6000', (c) => c.listen, { host: '127.0.0.1', port: 6000 }],
     ['PORTCULLIS_TLS', 'false', (c) => c.tls, null],
     ['PORTCULLIS_TLS_CERT', '/env/server.crt', (c) => c.tls?.cert, '/env/server.crt'],
@@ -144,11 +146,18 @@ test('every config key has its environment variable, and each one takes effect',
     ['PORTCULLIS_ACCESS_RULES', RULES, (c) => c.access?.rules[0]?.users, ['*']],
     ['PORTCULLIS_ACCESS_GROUPS', '{ devs: [alice] }', (c) => c.access?.groups, { devs: ['alice'] }, { PORTCULLIS_ACCESS_RULES: RULES }],
     ['PORTCULLIS_AUDIT_FILE', '/env/audit.jsonl', (c) => c.audit.file, '/env/audit.jsonl'],
+    ['PORTCULLIS_TLS_ACME_EMAIL', 'env@example.com', (c) => c.tls?.acme?.email, 'env@example.com', {}, ACME],
+    ['PORTCULLIS_TLS_ACME_DOMAINS', '[env.example]', (c) => c.tls?.acme?.domains, ['env.example'], {}, ACME],
+    ['PORTCULLIS_TLS_ACME_STORAGE', '/env/acme', (c) => c.tls?.acme?.storage, '/env/acme', {}, ACME],
+    ['PORTCULLIS_TLS_ACME_DIRECTORY', 'https://acme.env.example/dir', (c) => c.tls?.acme?.directory, 'https://acme.env.example/dir', {}, ACME],
+    ['PORTCULLIS_TLS_ACME_CHALLENGE', 'http-01', (c) => c.tls?.acme?.challenge, 'http-01', { PORTCULLIS_TLS_ACME_HTTP_LISTEN: ':80' }, ACME],
+    ['PORTCULLIS_TLS_ACME_HTTP_LISTEN', ':8080', (c) => c.tls?.acme?.httpListen, { host: '0.0.0.0', port: 8080 }, {}, ACME],
+    ['PORTCULLIS_TLS_ACME_HTTPS_PORT', '8443', (c) => c.tls?.acme?.httpsPort, 8443, {}, ACME],
+    ['PORTCULLIS_TLS_ACME_CA', '/env/acme-ca.pem', (c) => c.tls?.acme?.ca, '/env/acme-ca.pem', {}, ACME],
   ];
-  const plain = parseConfig(MINIMAL, '/x/proxy.yaml', {});
-  for (const [name, value, read, expected, also] of cases) {
-    assert.notDeepEqual(read(plain), expected, `${name}: pick a value MINIMAL does not already give`);
-    assert.deepEqual(read(parseConfig(MINIMAL, '/x/proxy.yaml', { ...also, [name]: value })), expected, `${name}=${value} has no effect`);
+  for (const [name, value, read, expected, also, base = MINIMAL] of cases) {
+    assert.notDeepEqual(read(parseConfig(base, '/x/proxy.yaml', {})), expected, `${name}: pick a value the base does not already give`);
+    assert.deepEqual(read(parseConfig(base, '/x/proxy.yaml', { ...also, [name]: value })), expected, `${name}=${value} has no effect`);
   }
   // The README documents exactly these keys (a row "`tls.cert` / `tls.key`" documents two).
   const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');

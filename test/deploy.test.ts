@@ -149,6 +149,32 @@ describe('docker-compose.yml', () => {
     assert.equal(customUser, '1234:999');
   });
 
+  it("its commented Let's Encrypt variant is valid: 443 published, storage on a named volume, no certs mount", async () => {
+    // What the comments tell an operator to do: swap the port and the certs mount, declare the volume.
+    const text = read('docker-compose.yml')
+      .split('\n')
+      .filter((l) => !/^\s+- "5043:5043"$/.test(l) && !/- \.\/certs:/.test(l))
+      .map((l) => l.replace(/^(\s*)# (- "443:5043"|- acme:\S+|acme:)(?:\s.*)?$/, '$1$2'))
+      .join('\n');
+    const file = join(emptyEnvDir, 'docker-compose.acme.yml');
+    await writeFile(file, text);
+    const r = await exec('docker-compose', ['-f', file, '--project-directory', repo, '--env-file', emptyEnvFile, 'config'], { ...baseEnv, REGISTRY_HTTP_SECRET: SECRET });
+    assert.equal(r.code, 0, r.stderr);
+    const doc = obj(parseYaml(r.stdout), 'compose config');
+    const p = obj(obj(doc.services, 'services').portcullis, 'portcullis');
+    assert.deepEqual(arr(p.ports, 'ports').map(port), [{ published: 443, target: 5043 }]);
+    const mounts = arr(p.volumes, 'volumes').map(mount);
+    const acme = mounts.find((m) => m.target === '/var/lib/portcullis/acme');
+    assert.ok(acme && acme.source in obj(doc.volumes, 'volumes') && !acme.readOnly, `storage on a writable named volume: ${JSON.stringify(mounts)}`);
+    assert.ok(!mounts.some((m) => m.target === '/etc/portcullis/certs'));
+    // The recipe's proxy.yaml in docs/deploy.md keeps its storage on that volume.
+    const recipe = /### Let's Encrypt \(ACME\)[\s\S]+?```yaml\n([\s\S]+?)```/.exec(read('docs/deploy.md'));
+    assert.ok(recipe, "docs/deploy.md has the Let's Encrypt proxy.yaml");
+    const cfg = parseConfig(recipe[1]!.replace(/^ {3}/gm, ''), '/etc/portcullis/proxy.yaml', {});
+    assert.equal(cfg.tls?.acme?.storage, acme.target);
+    assert.equal(cfg.listen.port, 5043);
+  });
+
   it('every PORTCULLIS_* variable it sets is a real config key', () => {
     const known = new Set(configKeyPaths().map(envName));
     const env = obj(obj(services.portcullis, 'portcullis').environment, 'environment');

@@ -2,7 +2,7 @@
  * The effective configuration in the file's own terms (defaults and environment applied, paths absolute,
  * secrets redacted): what `check-config` prints and a reload logs. It loads back as a proxy.yaml.
  */
-import type { Config } from './schema.js';
+import type { AcmeConfig, Config } from './schema.js';
 import { formatDuration, formatSize } from './units.js';
 
 export function effectiveConfig(c: Config): Record<string, unknown> {
@@ -13,11 +13,10 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
   }
   const size = (n: number): string | number => (formatSize(n).endsWith('bytes') ? n : formatSize(n));
   return {
-    listen: `${c.listen.host.includes(':') ? `[${c.listen.host}]` : c.listen.host}:${c.listen.port}`,
+    listen: hostPort(c.listen),
     tls: c.tls
       ? {
-          cert: c.tls.cert,
-          key: c.tls.key,
+          ...(c.tls.acme ? { acme: effectiveAcme(c.tls.acme) } : { cert: c.tls.cert, key: c.tls.key }),
           minVersion: c.tls.minVersion,
           ...(c.tls.clientCA ? { clientCA: c.tls.clientCA, clientAuth: c.tls.clientAuth } : {}),
         }
@@ -47,9 +46,27 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       keepAliveTimeout: formatDuration(c.limits.keepAliveTimeoutMs),
       maxHeaderSize: size(c.limits.maxHeaderSize),
     },
-    ...(c.metrics ? { metrics: { listen: `${c.metrics.host.includes(':') ? `[${c.metrics.host}]` : c.metrics.host}:${c.metrics.port}` } } : {}),
+    ...(c.metrics ? { metrics: { listen: hostPort(c.metrics) } } : {}),
     log: c.log,
     workers: c.workers,
     shutdown: { gracePeriod: formatDuration(c.shutdown.gracePeriodMs) },
   };
+}
+
+/** `tls.acme` in the file's terms (the served cert and key are implied by `storage`). */
+function effectiveAcme(a: AcmeConfig): Record<string, unknown> {
+  return {
+    email: a.email,
+    domains: [...a.domains],
+    directory: a.directory,
+    challenge: a.challenge,
+    storage: a.storage,
+    ...(a.ca ? { ca: a.ca } : {}),
+    ...(a.httpListen ? { httpListen: hostPort(a.httpListen) } : {}),
+    httpsPort: a.httpsPort,
+  };
+}
+
+function hostPort(hp: { host: string; port: number }): string {
+  return `${hp.host.includes(':') ? `[${hp.host}]` : hp.host}:${hp.port}`;
 }

@@ -5,16 +5,26 @@
  * each arrive within `limits.headersTimeout`. A connection that fails either is destroyed, not ended: a TLS
  * socket whose handshake never finished cannot carry an HTTP answer, and `end()` on it would only wait for a
  * peer that may never close (descriptors then pile up in CLOSE-WAIT).
+ *
+ * With tls.acme and tls-alpn-01, validation connections from the CA arrive on this same port: they are told
+ * apart by their ClientHello before TLS starts (tls/acme/tls-alpn.ts) and never reach the HTTP server.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../ops/metrics.js';
+import type { TlsAlpnChallenges } from '../tls/acme/challenges.js';
+import { routeTlsAlpnChallenges, type TlsAlpnRouterOptions } from '../tls/acme/tls-alpn.js';
 import { secureContextOptions, type TlsMaterial } from '../tls/material.js';
 
 /** How long a connection refused for malformed HTTP may stay open for the client to read the answer. */
 const ANSWERED_ERROR_LINGER_MS = 2000;
+
+export interface ServerOptions {
+  /** tls-alpn-01 (RFC 8737): answer validations for the names in this store on the TLS port. */
+  tlsAlpn?: { challenges: TlsAlpnChallenges; onValidation?: TlsAlpnRouterOptions['onValidation'] };
+}
 
 /** The listening server: TLS 1.2+ and HTTP/1.1 only (Go push clients disable HTTP/2 for uploads anyway). */
 export function createServer(
@@ -22,6 +32,7 @@ export function createServer(
   tlsMaterial: TlsMaterial | null,
   handler: (req: IncomingMessage, res: ServerResponse) => void,
   metrics: Metrics,
+  opts: ServerOptions = {},
 ): http.Server | https.Server {
   const common: http.ServerOptions = {
     // Node's 300 s default answers 408 in the middle of a multi-gigabyte upload.
@@ -46,6 +57,13 @@ export function createServer(
         ...(tlsMaterial.clientCA ? { requestCert: true, rejectUnauthorized: config.tls?.clientAuth !== 'optional' } : {}),
       })
     : http.createServer(common);
+  if (opts.tlsAlpn && server instanceof https.Server) {
+    // Installed first, while Node's own TLS connection listener is the only one: the route wraps it.
+    routeTlsAlpnChallenges(server, opts.tlsAlpn.challenges, {
+      peekTimeoutMs: config.limits.headersTimeoutMs,
+      ...(opts.tlsAlpn.onValidation ? { onValidation: opts.tlsAlpn.onValidation } : {}),
+    });
+  }
   server.timeout = 0;
   server.on('request', handler);
   server.on('checkContinue', handler);

@@ -7,7 +7,8 @@
  *
  * With several workers, each worker records into its own registry and the primary process serves the
  * sum (prom-client's AggregatorRegistry over the cluster IPC channel): counters and histograms add up,
- * gauges too (in-flight requests = the sum over workers).
+ * gauges too (in-flight requests = the sum over workers), except certificate expiry (the minimum).
+ * ACME orders happen in the primary, which serves its own small registry next to the aggregate.
  */
 import cluster from 'node:cluster';
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -85,6 +86,47 @@ export class Metrics {
       new AggregatorRegistry();
     }
   }
+}
+
+/**
+ * portcullis_tls_certificate_expiry_seconds: seconds until the served certificate expires, whatever its
+ * source (files or ACME), computed at scrape time so it falls between reloads and an alert such as
+ * `< 14 * 86400` fires when renewal is stuck. Across workers the minimum, not the sum: one worker still
+ * serving an old certificate shows.
+ */
+export function registerCertificateExpiry(registry: Registry, validTo: () => Date | null): Gauge {
+  return new Gauge({
+    name: 'portcullis_tls_certificate_expiry_seconds',
+    help: 'Seconds until the served TLS certificate expires (negative once expired).',
+    registers: [registry],
+    aggregator: 'min',
+    collect() {
+      const end = validTo();
+      // NaN rather than 0 without a certificate: `expiry < X` must not fire for a process that has none.
+      this.set(end === null ? Number.NaN : Math.floor((end.getTime() - Date.now()) / 1000));
+    },
+  });
+}
+
+export type AcmeOrderResult = 'ok' | 'error';
+
+/** What the ACME manager records (a small interface, so tests can pass their own). */
+export interface AcmeMetrics {
+  orders: { inc(labels: { result: AcmeOrderResult }): void };
+}
+
+/** portcullis_acme_orders_total{result}: every order attempt, first issuance and renewals alike. */
+export function createAcmeMetrics(registry: Registry): AcmeMetrics {
+  const orders = new Counter({
+    name: 'portcullis_acme_orders_total',
+    help: 'ACME certificate orders, by result (ok: certificate stored; error: the order failed and is retried).',
+    labelNames: ['result'],
+    registers: [registry],
+  });
+  // Both series exist from the start, so an alert on errors does not wait for the first failure to appear.
+  orders.inc({ result: 'ok' }, 0);
+  orders.inc({ result: 'error' }, 0);
+  return { orders };
 }
 
 export function statusClass(status: number): string {

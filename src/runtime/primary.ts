@@ -5,26 +5,43 @@
  * Each worker keeps its own credential cache (a credential costs one bcrypt per worker) and its own
  * metrics; the primary's /metrics is their sum (prom-client's AggregatorRegistry over cluster IPC), and its
  * /readyz checks the upstream the workers forward to.
+ *
+ * With tls.acme the primary is the one ACME client of the installation: it orders into storage, which the
+ * workers serve from and follow, and relays tls-alpn-01 challenges to them (tls/acme/relay.ts).
  */
 import cluster, { type Worker } from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { AggregatorRegistry } from 'prom-client';
+import { AggregatorRegistry, Registry } from 'prom-client';
 import { loadConfig, type Config } from '../config/load.js';
 import { loadHtpasswdFile } from '../auth/htpasswd-file.js';
 import { RestartBackoff } from './backoff.js';
 import { displayHost } from './listen.js';
 import type { Logger } from '../ops/log.js';
+import { createAcmeMetrics } from '../ops/metrics.js';
 import { startProbeServer, upstreamProbe } from '../ops/probes.js';
 import { upstreamAgent } from '../proxy/upstream-agent.js';
+import { startAcmeInPrimary } from '../tls/acme/attach.js';
 import { loadTlsMaterial } from '../tls/material.js';
 
 export async function runPrimary(config: Config, logger: Logger): Promise<number> {
   // Fail fast in one place rather than N times: what every worker needs must load before anything forks
   // (workers that cannot start would otherwise only crash and be restarted, more and more slowly).
-  if (config.tls) loadTlsMaterial(config.tls.cert, config.tls.key, config.tls.clientCA);
+  // With tls.acme that is the CA file and storage (created here, before the workers watch it).
+  if (config.tls && !config.tls.acme) loadTlsMaterial(config.tls.cert, config.tls.key, config.tls.clientCA);
   await loadHtpasswdFile(config.auth.htpasswd);
+  const acmeRegistry = new Registry();
+  const acme = config.tls?.acme
+    ? await startAcmeInPrimary(config.tls.acme, () => Object.values(cluster.workers ?? {}).filter((w) => w !== undefined), {
+        logger,
+        metrics: createAcmeMetrics(acmeRegistry),
+      })
+    : null;
+  if (acme) {
+    await acme.manager.prepare();
+    cluster.on('online', (w) => acme.relay.welcome(w));
+  }
   let stopping = false;
   let listening = 0;
   const startedAt = new Map<number, number>();
@@ -39,6 +56,8 @@ export async function runPrimary(config: Config, logger: Logger): Promise<number
     listening += 1;
     if (listening === config.workers) {
       logger.info({ url: `${config.tls ? 'https' : 'http'}://${displayHost(config.listen.host)}:${address.port}`, workers: config.workers }, 'listening');
+      // tls-alpn-01 validates on the workers' port: order only once they all listen.
+      acme?.start().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'acme: cannot start'));
     }
   });
   cluster.on('exit', (w, code, signal) => {
@@ -60,7 +79,8 @@ export async function runPrimary(config: Config, logger: Logger): Promise<number
     const aggregate = new AggregatorRegistry();
     probe = await startProbeServer({
       ...config.metrics,
-      metrics: async () => ({ contentType: aggregate.contentType, body: await aggregate.clusterMetrics() }),
+      // The aggregate holds only the workers' registries; the primary's own ACME metrics exist nowhere else.
+      metrics: async () => ({ contentType: aggregate.contentType, body: (await aggregate.clusterMetrics()) + (await acmeRegistry.metrics()) }),
       ready: () => readiness.check(),
       logger,
     });
@@ -82,6 +102,7 @@ export async function runPrimary(config: Config, logger: Logger): Promise<number
       const done = (): void => {
         if (Object.keys(cluster.workers ?? {}).length > 0) return;
         probe?.close();
+        void acme?.close();
         logger.info('stopped');
         resolve(0);
       };

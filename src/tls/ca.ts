@@ -72,7 +72,7 @@ const cryptoImpl = webcrypto as unknown as Crypto;
 
 const EC_P256: EcKeyGenParams = { name: 'ECDSA', namedCurve: 'P-256' };
 
-type X509Lib = typeof import('@peculiar/x509');
+export type X509Lib = typeof import('@peculiar/x509');
 let x509Lib: Promise<X509Lib> | null = null;
 
 /**
@@ -80,7 +80,7 @@ let x509Lib: Promise<X509Lib> | null = null;
  * metadata API: reflect-metadata provides it. Both are loaded on first use, so processes that never make
  * certificates (serve) are not touched.
  */
-function loadX509(): Promise<X509Lib> {
+export function loadX509(): Promise<X509Lib> {
   x509Lib ??= import('reflect-metadata').then(() => import('@peculiar/x509'));
   return x509Lib;
 }

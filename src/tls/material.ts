@@ -46,13 +46,24 @@ export function loadTlsMaterial(certPath: string, keyPath: string, clientCAPath:
   return { cert, key, clientCA, subject: leaf.subject.replace(/\n/g, ', '), validTo: new Date(leaf.validTo) };
 }
 
+/** A PEM file of CA certificates (tls.acme.ca): read and checked to hold at least one certificate. */
+export function loadCaCertificates(path: string, key: string): string {
+  const text = readOrThrow(path, key).toString('utf8');
+  try {
+    new X509Certificate(text);
+  } catch (err) {
+    throw new PortcullisError('PCL_ERR_TLS', `${path}: ${key} is not a PEM certificate: ${(err as Error).message}`);
+  }
+  return text;
+}
+
 /** The context options a reload may change: the pair, and the CAs client certificates are verified with. */
 export function secureContextOptions(m: TlsMaterial): SecureContextOptions {
   return { cert: m.cert, key: m.key, ...(m.clientCA ? { ca: m.clientCA } : {}) };
 }
 
-/** A PEM bundle of at least one CA certificate. */
-function loadCABundle(path: string): Buffer {
+/** A PEM bundle of at least one CA certificate (tls.clientCA). Throws PCL_ERR_TLS naming the file. */
+export function loadCABundle(path: string): Buffer {
   const pem = readOrThrow(path, 'client CA bundle');
   const blocks = pem.toString('utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
   if (blocks.length === 0) throw new PortcullisError('PCL_ERR_TLS', `${path}: no PEM certificate in the client CA bundle`);
