@@ -9,6 +9,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../ops/metrics.js';
 import { secureContextOptions, type TlsMaterial } from '../tls/material.js';
@@ -47,14 +48,23 @@ export function createServer(
   server.on('request', handler);
   server.on('checkContinue', handler);
   const secured = new WeakSet<Socket>();
-  server.on('secureConnection', (socket: Socket) => secured.add(socket));
+  server.on('secureConnection', (socket: TLSSocket) => {
+    secured.add(socket);
+    // Node lets a client renegotiate (tls.CLIENT_RENEG_LIMIT times per 10 minutes): each one is a full handshake
+    // the server pays for at the client's will, and HTTP/1.1 has no use for it. Refused outright, as nginx does;
+    // the attempt ends the connection (ERR_TLS_RENEGOTIATION_DISABLED, below).
+    socket.disableRenegotiation();
+  });
   server.on('tlsClientError', (_err: Error, socket: Socket) => {
     metrics.tlsErrors.inc();
     socket.destroy();
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    // Handshake timeouts and failures arrive here too, on a socket with no TLS session to answer on.
-    if ((tlsMaterial && !secured.has(socket)) || !socket.writable || err.code === 'ECONNRESET') return socket.destroy();
+    // Handshake timeouts and failures arrive here too, on a socket with no TLS session to answer on; so does a
+    // refused renegotiation, on a session that can no longer be trusted to carry one.
+    if ((tlsMaterial && !secured.has(socket)) || !socket.writable || err.code === 'ECONNRESET' || err.code === 'ERR_TLS_RENEGOTIATION_DISABLED') {
+      return socket.destroy();
+    }
     // Malformed HTTP never reaches the handler; answer what Node would, then close even if the client
     // never reads the answer nor closes its side (the server allows half-open sockets).
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
