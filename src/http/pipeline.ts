@@ -156,6 +156,16 @@ async function serve(req: IncomingMessage, res: ServerResponse, services: Servic
 function readRequest(req: IncomingMessage): { path: string; route: Route; framing: Framing } | { refusal: RegistryError } {
   const target = req.url ?? '';
   if (!target.startsWith('/')) return { refusal: new RegistryError('UNSUPPORTED', 'request target must be a path', { status: 400 }) };
+  // RFC 9112 3.2: an HTTP/1.1 request without Host is a 400 (Node's own answer to it would not be registry JSON).
+  if (req.httpVersion !== '1.0' && req.headers.host === undefined) {
+    return { refusal: new RegistryError('UNSUPPORTED', 'missing Host header', { status: 400 }) };
+  }
+  // Node hands over a request whose `Expect` is not 100-continue only because we listen for 'checkExpectation'
+  // (its own answer, an empty 417, would not be registry JSON); RFC 9110 10.1.1 allows refusing it with 417.
+  const expect = req.headers.expect;
+  if (expect !== undefined && !CONTINUE.test(expect)) {
+    return { refusal: new RegistryError('UNSUPPORTED', 'unsupported expectation', { status: 417 }) };
+  }
   const { path, query } = splitTarget(target);
   if (isAmbiguousPath(path)) {
     // The registry's router would decode or clean this path into another name than the one we see.
@@ -169,6 +179,9 @@ function readRequest(req: IncomingMessage): { path: string; route: Route; framin
   if ('problem' in framing) return { refusal: new RegistryError('UNSUPPORTED', framing.problem, { status: 501 }) };
   return { path, route: classify(req.method ?? 'GET', path, query), framing };
 }
+
+/** What Node's server counts as asking for `100 Continue` (node/lib/_http_server.js continueExpression). */
+const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i;
 
 function hasBody(framing: Framing): boolean {
   return framing.kind === 'chunked' || (framing.kind === 'length' && framing.length > 0);

@@ -11,7 +11,9 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Config } from '../config/schema.js';
+import { RegistryError } from '../errors.js';
 import type { Metrics } from '../ops/metrics.js';
+import { API_VERSION, API_VERSION_HEADER } from '../proxy/headers.js';
 import { secureContextOptions, type TlsMaterial } from '../tls/material.js';
 
 /** How long a connection refused for malformed HTTP may stay open for the client to read the answer. */
@@ -33,6 +35,8 @@ export function createServer(
     connectionsCheckingInterval: 1000,
     keepAliveTimeout: config.limits.keepAliveTimeoutMs,
     maxHeaderSize: config.limits.maxHeaderSize,
+    // Node answers a missing Host itself, with an empty 400; the pipeline refuses it in registry JSON instead.
+    requireHostHeader: false,
   };
   const server = tlsMaterial
     ? https.createServer({
@@ -47,6 +51,8 @@ export function createServer(
   server.timeout = 0;
   server.on('request', handler);
   server.on('checkContinue', handler);
+  // Any other `Expect` Node would answer with an empty 417 itself; the pipeline answers it in registry JSON.
+  server.on('checkExpectation', handler);
   const secured = new WeakSet<Socket>();
   server.on('secureConnection', (socket: TLSSocket) => {
     secured.add(socket);
@@ -65,13 +71,32 @@ export function createServer(
     if ((tlsMaterial && !secured.has(socket)) || !socket.writable || err.code === 'ECONNRESET' || err.code === 'ERR_TLS_RENEGOTIATION_DISABLED') {
       return socket.destroy();
     }
-    // Malformed HTTP never reaches the handler; answer what Node would, then close even if the client
-    // never reads the answer nor closes its side (the server allows half-open sockets).
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    // Malformed HTTP never reaches the handler; answer it in registry JSON like everything else, then close even
+    // if the client never reads the answer nor closes its side (the server allows half-open sockets).
+    socket.end(malformedAnswer(err.code));
     const timer = setTimeout(() => socket.destroy(), ANSWERED_ERROR_LINGER_MS);
     timer.unref();
     socket.once('close', () => clearTimeout(timer));
   });
   return server;
+}
+
+/** The raw answer to a request Node's parser refused: what Node would answer, as registry JSON. */
+function malformedAnswer(code: string | undefined): string {
+  const [status, message] =
+    code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'request headers too large']
+      : code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request headers not received in time']
+        : [400, 'malformed HTTP request'];
+  const body = JSON.stringify(new RegistryError('UNSUPPORTED', message, { status }).body());
+  return [
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}`,
+    'Content-Type: application/json; charset=utf-8',
+    `${API_VERSION_HEADER}: ${API_VERSION}`,
+    'Connection: close',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    '',
+    body,
+  ].join('\r\n');
 }
