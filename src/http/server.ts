@@ -49,10 +49,34 @@ export function createServer(
       })
     : http.createServer(common);
   server.timeout = 0;
-  server.on('request', handler);
-  server.on('checkContinue', handler);
+  // Responses begun on each connection and not yet closed, so a parse error found later (in a request body,
+  // or in a pipelined request) never writes a status line into the middle of, or after, one of them.
+  const responses = new WeakMap<Socket, Set<ServerResponse>>();
+  // The last request of each connection, settled when its response closes.
+  const previous = new WeakMap<Socket, Promise<void>>();
+  const track = (req: IncomingMessage, res: ServerResponse): void => {
+    const { socket } = req;
+    const open = responses.get(socket) ?? new Set<ServerResponse>();
+    responses.set(socket, open);
+    open.add(res);
+    const closed = new Promise<void>((resolve) => res.once('close', () => resolve()));
+    res.once('close', () => open.delete(res));
+    const before = previous.get(socket);
+    previous.set(socket, closed);
+    if (before === undefined) return handler(req, res);
+    // A pipelined request. Node parses it, and hands it over, while the one before it is still being answered;
+    // handled at once, it would reach the registry even when that answer ends the connection (a refusal with
+    // `Connection: close`), and RFC 9112 9.6 says a server must not process any request after such an answer.
+    // So requests on one connection are handled one at a time, and not at all once the connection is ending.
+    void before.then(() => {
+      if (socket.writableEnded || socket.destroyed || res.destroyed) return;
+      handler(req, res);
+    });
+  };
+  server.on('request', track);
+  server.on('checkContinue', track);
   // Any other `Expect` Node would answer with an empty 417 itself; the pipeline answers it in registry JSON.
-  server.on('checkExpectation', handler);
+  server.on('checkExpectation', track);
   const secured = new WeakSet<Socket>();
   server.on('secureConnection', (socket: TLSSocket) => {
     secured.add(socket);
@@ -72,8 +96,13 @@ export function createServer(
       return socket.destroy();
     }
     // Malformed HTTP never reaches the handler; answer it in registry JSON like everything else, then close even
-    // if the client never reads the answer nor closes its side (the server allows half-open sockets).
-    socket.end(malformedAnswer(err.code));
+    // if the client never reads the answer nor closes its side (the server allows half-open sockets). But if an
+    // answer has already begun on this connection (the error is in the body of a request being answered, e.g.
+    // a bad chunk size after an early answer), a second status line would be read by the client as the answer
+    // to its next request: send nothing more, just close once what was written has gone out.
+    const begun = [...(responses.get(socket) ?? [])].some((res) => res.headersSent);
+    if (begun) socket.end();
+    else socket.end(malformedAnswer(err.code));
     const timer = setTimeout(() => socket.destroy(), ANSWERED_ERROR_LINGER_MS);
     timer.unref();
     socket.once('close', () => clearTimeout(timer));
