@@ -156,6 +156,9 @@ async function serve(req: IncomingMessage, res: ServerResponse, services: Servic
 function readRequest(req: IncomingMessage): { path: string; route: Route; framing: Framing } | { refusal: RegistryError } {
   const target = req.url ?? '';
   if (!target.startsWith('/')) return { refusal: new RegistryError('UNSUPPORTED', 'request target must be a path', { status: 400 }) };
+  // No fragment in a request target (RFC 9112 3.2). http-proxy would cut it off (`url.parse`), so the registry
+  // would act on another path than the one checked here: `/v2/a/tags/list#x` is no route to us, a route to it.
+  if (target.includes('#')) return { refusal: new RegistryError('UNSUPPORTED', 'request target must not contain "#"', { status: 400 }) };
   // RFC 9112 3.2: an HTTP/1.1 request without Host is a 400 (Node's own answer to it would not be registry JSON).
   if (req.httpVersion !== '1.0' && req.headers.host === undefined) {
     return { refusal: new RegistryError('UNSUPPORTED', 'missing Host header', { status: 400 }) };
