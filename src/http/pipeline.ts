@@ -141,7 +141,8 @@ async function serve(req: IncomingMessage, res: ServerResponse, services: Servic
   const internalOrigins = [config.upstream.url.origin, ...config.upstream.aliases];
   // In place of the client's: http-proxy copies `req.headers` (and skips its own hook when `Expect` is
   // present, node-http-proxy#1447, so this is the one place that works for every request).
-  req.headers = forwardHeaders(req.headers, framing, { clientIp: record.clientIp, proto, host: req.headers.host ?? listenHost });
+  // An empty Host falls back like a missing one: Node would otherwise put the registry's own address in its place.
+  req.headers = forwardHeaders(req.headers, framing, { clientIp: record.clientIp, proto, host: req.headers.host || listenHost });
   ex.meter = hasBody(framing) ? new BodyLimit(limit, framing.kind === 'length' ? framing.length : null) : null;
   ex.upstream = { status: null, ms: null, bytesOut: 0, error: null, settled: false };
   await services.forwarder.forward(
