@@ -21,13 +21,15 @@ export function parseBasicAuthorization(header: string | undefined): BasicAuthor
   if (header === undefined) return { kind: 'none' };
   if (header.length > MAX_AUTHORIZATION_LENGTH) return malformed(`longer than ${MAX_AUTHORIZATION_LENGTH} characters`);
   // Scheme names are case-insensitive (RFC 9110 section 11.1); one or more spaces before the token68.
-  const value = header.trim();
+  // Only spaces and tabs are white space here (RFC 9110 OWS, as Go trims header values): `trim()` would also
+  // strip U+00A0 (a latin1 0xA0 byte) and pass a token Go's BasicAuth refuses.
+  const value = header.replace(/^[ \t]+|[ \t]+$/g, '');
   const space = value.indexOf(' ');
   const scheme = space === -1 ? value : value.slice(0, space);
   if (scheme.toLowerCase() !== 'basic') {
     return malformed(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20}$/.test(scheme) ? `unsupported scheme "${scheme}"` : 'not "Basic <base64>"');
   }
-  const token = space === -1 ? '' : value.slice(space + 1).trimStart();
+  const token = space === -1 ? '' : value.slice(space + 1).replace(/^ +/, '');
   if (token === '') return malformed('no credentials after "Basic"');
   if (!BASE64_RE.test(token) || token.length % 4 !== 0) return malformed('credentials are not valid base64');
   let decoded: string;

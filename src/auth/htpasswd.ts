@@ -88,6 +88,10 @@ export function classifyHash(hash: string): { scheme: HashScheme } | { problem: 
 export function userNameProblem(user: string): string | null {
   if (user === '') return 'empty user name';
   if (user.includes(':')) return 'user name contains ":"'; // RFC 7617 section 2: the user-id cannot contain a colon
+  // A line is trimmed and a `#` line is a comment when the file is read: written, ` bob` would come back as
+  // `bob` (another user) and `#bob` not at all, and every later edit of that user would append a duplicate.
+  if (user.trimStart() !== user) return 'user name begins with white space';
+  if (user.startsWith('#')) return 'user name begins with "#"';
   if (CONTROL_RE.test(user)) return 'user name contains a control character';
   if (Buffer.byteLength(user) > MAX_USER_BYTES) return `user name longer than ${MAX_USER_BYTES} bytes`;
   return null;

@@ -174,7 +174,8 @@ async function serve(req: IncomingMessage, res: ServerResponse, services: Servic
   const internalOrigins = [config.upstream.url.origin, ...config.upstream.aliases];
   // In place of the client's: http-proxy copies `req.headers` (and skips its own hook when `Expect` is
   // present, node-http-proxy#1447, so this is the one place that works for every request).
-  req.headers = forwardHeaders(req.headers, framing, { clientIp: record.clientIp, proto, host: req.headers.host ?? listenHost });
+  // An empty Host falls back like a missing one: Node would otherwise put the registry's own address in its place.
+  req.headers = forwardHeaders(req.headers, framing, { clientIp: record.clientIp, proto, host: req.headers.host || listenHost });
   ex.meter = hasBody(framing) ? new BodyLimit(limit, framing.kind === 'length' ? framing.length : null) : null;
   ex.upstream = { status: null, ms: null, bytesOut: 0, digest: null, error: null, settled: false };
   const plan: ForwardPlan = { body: ex.meter, responseHeaders: (headers) => rewriteResponseHeaders(headers, internalOrigins, clientOrigin) };
@@ -209,6 +210,19 @@ function repositoriesOf(body: unknown): string[] {
 function readRequest(req: IncomingMessage): { path: string; route: Route; framing: Framing } | { refusal: RegistryError } {
   const target = req.url ?? '';
   if (!target.startsWith('/')) return { refusal: new RegistryError('UNSUPPORTED', 'request target must be a path', { status: 400 }) };
+  // No fragment in a request target (RFC 9112 3.2). http-proxy would cut it off (`url.parse`), so the registry
+  // would act on another path than the one checked here: `/v2/a/tags/list#x` is no route to us, a route to it.
+  if (target.includes('#')) return { refusal: new RegistryError('UNSUPPORTED', 'request target must not contain "#"', { status: 400 }) };
+  // RFC 9112 3.2: an HTTP/1.1 request without Host is a 400 (Node's own answer to it would not be registry JSON).
+  if (req.httpVersion !== '1.0' && req.headers.host === undefined) {
+    return { refusal: new RegistryError('UNSUPPORTED', 'missing Host header', { status: 400 }) };
+  }
+  // Node hands over a request whose `Expect` is not 100-continue only because we listen for 'checkExpectation'
+  // (its own answer, an empty 417, would not be registry JSON); RFC 9110 10.1.1 allows refusing it with 417.
+  const expect = req.headers.expect;
+  if (expect !== undefined && !CONTINUE.test(expect)) {
+    return { refusal: new RegistryError('UNSUPPORTED', 'unsupported expectation', { status: 417 }) };
+  }
   const { path, query } = splitTarget(target);
   if (isAmbiguousPath(path)) {
     // The registry's router would decode or clean this path into another name than the one we see.
@@ -227,6 +241,9 @@ function readRequest(req: IncomingMessage): { path: string; route: Route; framin
   }
   return { path, route: classify(req.method ?? 'GET', path, query), framing };
 }
+
+/** What Node's server counts as asking for `100 Continue` (node/lib/_http_server.js continueExpression). */
+const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i;
 
 function hasBody(framing: Framing): boolean {
   return framing.kind === 'chunked' || (framing.kind === 'length' && framing.length > 0);

@@ -31,17 +31,32 @@ export function isValidRepositoryName(name: string): boolean {
 }
 
 /**
- * Paths the registry's router would normalise or decode behind our back (gorilla/mux decodes `%2F` and
- * redirects `//`, `.`, `..`), so that the name we see differs from the one the registry acts on.
+ * Paths the registry's router would normalise or decode behind our back (gorilla/mux matches the decoded path
+ * and redirects `//`, `.`, `..`), so that the name we see differs from the one the registry acts on.
  * Nothing a real client sends looks like this: refuse it.
  */
 export function isAmbiguousPath(path: string): boolean {
   return (
     path.includes('//') ||
     path.includes('\\') ||
-    /%(?:2f|2e|5c|00)/i.test(path) ||
+    hasAmbiguousEscape(path) ||
     /(?:^|\/)\.{1,2}(?:\/|$)/.test(path)
   );
+}
+
+/**
+ * A percent-escape the registry would decode into something that changes the route or the name: `%2F`, `%5C`,
+ * `%00`, and every escape of an unreserved character (RFC 3986 2.3: letters, digits, `-._~`), from which
+ * names, references and the route keywords are made (`/v2/%61lice/tags/list` is alice's tags to the registry,
+ * no route at all to us). Also a `%` without two hex digits after it, which Go refuses to parse at all. Escapes
+ * of other characters (`%3A` in a digest) decode into something no name or keyword contains, and pass.
+ */
+function hasAmbiguousEscape(path: string): boolean {
+  for (const m of path.matchAll(/%([0-9A-Fa-f]{2})?/g)) {
+    if (m[1] === undefined) return true;
+    if (/[A-Za-z0-9\-._~/\\\0]/.test(String.fromCharCode(parseInt(m[1], 16)))) return true;
+  }
+  return false;
 }
 
 /** Is this a path of the registry API (as opposed to one for the proxy's own router)? */

@@ -12,10 +12,13 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Config } from '../config/schema.js';
+import { RegistryError } from '../errors.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { TlsAlpnChallenges } from '../tls/acme/challenges.js';
 import { routeTlsAlpnChallenges, type TlsAlpnRouterOptions } from '../tls/acme/tls-alpn.js';
+import { API_VERSION, API_VERSION_HEADER } from '../proxy/headers.js';
 import { secureContextOptions, type TlsMaterial } from '../tls/material.js';
 
 /** How long a connection refused for malformed HTTP may stay open for the client to read the answer. */
@@ -43,6 +46,8 @@ export function createServer(
     connectionsCheckingInterval: 1000,
     keepAliveTimeout: config.limits.keepAliveTimeoutMs,
     maxHeaderSize: config.limits.maxHeaderSize,
+    // Node answers a missing Host itself, with an empty 400; the pipeline refuses it in registry JSON instead.
+    requireHostHeader: false,
   };
   const server = tlsMaterial
     ? https.createServer({
@@ -65,24 +70,83 @@ export function createServer(
     });
   }
   server.timeout = 0;
-  server.on('request', handler);
-  server.on('checkContinue', handler);
+  // Responses begun on each connection and not yet closed, so a parse error found later (in a request body,
+  // or in a pipelined request) never writes a status line into the middle of, or after, one of them.
+  const responses = new WeakMap<Socket, Set<ServerResponse>>();
+  // The last request of each connection, settled when its response closes.
+  const previous = new WeakMap<Socket, Promise<void>>();
+  const track = (req: IncomingMessage, res: ServerResponse): void => {
+    const { socket } = req;
+    const open = responses.get(socket) ?? new Set<ServerResponse>();
+    responses.set(socket, open);
+    open.add(res);
+    const closed = new Promise<void>((resolve) => res.once('close', () => resolve()));
+    res.once('close', () => open.delete(res));
+    const before = previous.get(socket);
+    previous.set(socket, closed);
+    if (before === undefined) return handler(req, res);
+    // A pipelined request. Node parses it, and hands it over, while the one before it is still being answered;
+    // handled at once, it would reach the registry even when that answer ends the connection (a refusal with
+    // `Connection: close`), and RFC 9112 9.6 says a server must not process any request after such an answer.
+    // So requests on one connection are handled one at a time, and not at all once the connection is ending.
+    void before.then(() => {
+      if (socket.writableEnded || socket.destroyed || res.destroyed) return;
+      handler(req, res);
+    });
+  };
+  server.on('request', track);
+  server.on('checkContinue', track);
+  // Any other `Expect` Node would answer with an empty 417 itself; the pipeline answers it in registry JSON.
+  server.on('checkExpectation', track);
   const secured = new WeakSet<Socket>();
-  server.on('secureConnection', (socket: Socket) => secured.add(socket));
+  server.on('secureConnection', (socket: TLSSocket) => {
+    secured.add(socket);
+    // Node lets a client renegotiate (tls.CLIENT_RENEG_LIMIT times per 10 minutes): each one is a full handshake
+    // the server pays for at the client's will, and HTTP/1.1 has no use for it. Refused outright, as nginx does;
+    // the attempt ends the connection (ERR_TLS_RENEGOTIATION_DISABLED, below).
+    socket.disableRenegotiation();
+  });
   server.on('tlsClientError', (_err: Error, socket: Socket) => {
     metrics.tlsErrors.inc();
     socket.destroy();
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    // Handshake timeouts and failures arrive here too, on a socket with no TLS session to answer on.
-    if ((tlsMaterial && !secured.has(socket)) || !socket.writable || err.code === 'ECONNRESET') return socket.destroy();
-    // Malformed HTTP never reaches the handler; answer what Node would, then close even if the client
-    // never reads the answer nor closes its side (the server allows half-open sockets).
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    // Handshake timeouts and failures arrive here too, on a socket with no TLS session to answer on; so does a
+    // refused renegotiation, on a session that can no longer be trusted to carry one.
+    if ((tlsMaterial && !secured.has(socket)) || !socket.writable || err.code === 'ECONNRESET' || err.code === 'ERR_TLS_RENEGOTIATION_DISABLED') {
+      return socket.destroy();
+    }
+    // Malformed HTTP never reaches the handler; answer it in registry JSON like everything else, then close even
+    // if the client never reads the answer nor closes its side (the server allows half-open sockets). But if an
+    // answer has already begun on this connection (the error is in the body of a request being answered, e.g.
+    // a bad chunk size after an early answer), a second status line would be read by the client as the answer
+    // to its next request: send nothing more, just close once what was written has gone out.
+    const begun = [...(responses.get(socket) ?? [])].some((res) => res.headersSent);
+    if (begun) socket.end();
+    else socket.end(malformedAnswer(err.code));
     const timer = setTimeout(() => socket.destroy(), ANSWERED_ERROR_LINGER_MS);
     timer.unref();
     socket.once('close', () => clearTimeout(timer));
   });
   return server;
+}
+
+/** The raw answer to a request Node's parser refused: what Node would answer, as registry JSON. */
+function malformedAnswer(code: string | undefined): string {
+  const [status, message] =
+    code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'request headers too large']
+      : code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request headers not received in time']
+        : [400, 'malformed HTTP request'];
+  const body = JSON.stringify(new RegistryError('UNSUPPORTED', message, { status }).body());
+  return [
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}`,
+    'Content-Type: application/json; charset=utf-8',
+    `${API_VERSION_HEADER}: ${API_VERSION}`,
+    'Connection: close',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    '',
+    body,
+  ].join('\r\n');
 }

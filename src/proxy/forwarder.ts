@@ -187,6 +187,10 @@ export class Forwarder {
     }
     if (this.#options.timeoutMs > 0) {
       proxyReq.setTimeout(this.#options.timeoutMs, () => {
+        // Once the response has begun, the timeout cuts the client's copy first: a response framed only by the
+        // end of its connection (no Content-Length, not chunked) would otherwise end cleanly when the socket is
+        // destroyed below, and the client would take a truncated answer for a whole one.
+        if (state.proxyRes !== null) res.destroy();
         proxyReq.destroy(new UpstreamTimeoutError(`upstream idle for ${this.#options.timeoutMs} ms`));
       });
     }

@@ -178,7 +178,9 @@ export function rewriteLocation(
   if (origin === null) return location;
   const prefixLength = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(location)![0].length;
   const rest = location.slice(prefixLength);
-  if (internalOrigins.includes(origin)) return clientOrigin + rest;
+  // Compared in the same form: `upstream.url` arrives as a URL's origin, which leaves out a default port
+  // (`https://registry.internal`), while `origin` spells it out (`https://registry.internal:443`).
+  if (internalOrigins.some((o) => originOf(o) === origin)) return clientOrigin + rest;
   const client = originOf(clientOrigin);
   if (client !== null && origin !== client && hostOf(origin) === hostOf(client) && origin.startsWith('http://')) {
     return clientOrigin + rest;

@@ -17,10 +17,21 @@ export interface RecordedRequest {
 }
 
 /**
- * The raw response to send for a request, or null to send nothing (a stalled upstream). `{ afterMs, bytes }`
- * sends it later; answers on one connection still go out in request order, as HTTP/1.1 requires.
+ * One write of an answer: `bytes` after `afterMs`, then, with `close`, the connection ended (`end`: FIN after
+ * the bytes) or reset (`destroy`), as a registry that dies mid-answer would.
  */
-export type Responder = (req: RecordedRequest) => string | Buffer | null | { afterMs: number; bytes: string | Buffer };
+export interface AnswerPart {
+  afterMs: number;
+  bytes: string | Buffer;
+  close?: 'end' | 'destroy';
+}
+
+/**
+ * The raw response to send for a request, or null to send nothing (a stalled upstream). `{ afterMs, bytes }`
+ * sends it later, a list of parts sends them one after the other; answers on one connection still go out in
+ * request order, as HTTP/1.1 requires.
+ */
+export type Responder = (req: RecordedRequest) => string | Buffer | null | AnswerPart | AnswerPart[];
 
 /** 200 with a JSON body naming the request target, so a client can tell whose answer it got. */
 export const echoTarget: Responder = (req) => {
@@ -70,11 +81,17 @@ export async function startRecordingUpstream(respond: Responder = echoTarget): P
     let writes = Promise.resolve();
     const answerInOrder = (answer: ReturnType<Responder>): void => {
       if (answer === null) return;
-      const { afterMs, bytes } = typeof answer === 'string' || Buffer.isBuffer(answer) ? { afterMs: 0, bytes: answer } : answer;
-      writes = writes.then(async () => {
-        if (afterMs > 0) await new Promise((r) => setTimeout(r, afterMs));
-        if (!socket.destroyed) socket.write(bytes);
-      });
+      const parts = typeof answer === 'string' || Buffer.isBuffer(answer) ? [{ afterMs: 0, bytes: answer }] : Array.isArray(answer) ? answer : [answer];
+      for (const { afterMs, bytes, close } of parts) {
+        writes = writes.then(async () => {
+          if (afterMs > 0) await new Promise((r) => setTimeout(r, afterMs));
+          if (socket.destroyed) return;
+          // Reset only once the bytes are handed to the kernel: destroy() discards what is still buffered.
+          await new Promise<void>((r) => socket.write(bytes, () => r()));
+          if (close === 'end') socket.end();
+          if (close === 'destroy') socket.destroy();
+        });
+      }
     };
     socket.on('data', (chunk: Buffer) => {
       raw.set(conn, Buffer.concat([raw.get(conn) ?? Buffer.alloc(0), chunk]));
@@ -257,4 +274,97 @@ export function parseResponses(stream: string): RawResponse[] {
 /** `Authorization: Basic ...` value for a user and password. */
 export function basic(user: string, password: string): string {
   return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+}
+
+/** One step of a conversation: bytes to write (a string is written as latin1, one byte per character), or a
+ * condition on what has arrived to wait for first. */
+export type Step = string | Buffer | { until: (received: string) => boolean };
+
+export interface ConversationOptions {
+  /** CA to trust (PEM). */
+  ca: string | Buffer;
+  /** After the last step, stop once this holds (default: wait for the server to close). */
+  until?: (received: string) => boolean;
+  /** Give up after this long and return what arrived (default 5 s). */
+  timeoutMs?: number;
+  /** TLS options for the client (versions, ALPN), over the defaults. */
+  tls?: tls.ConnectionOptions;
+}
+
+export interface Conversation {
+  /** Everything the server sent (latin1). */
+  received: string;
+  /** The server ended or reset the connection (as opposed to `until` holding, or the timeout). */
+  closedByServer: boolean;
+  timedOut: boolean;
+  /** The TLS handshake failed (its error message), or null. */
+  handshakeError: string | null;
+  ms: number;
+}
+
+/**
+ * Like tlsExchange, in steps: write, wait until something arrived, write more. Reports how the conversation
+ * ended, so a test can tell a server that closed from one that merely stopped talking.
+ */
+export function tlsConversation(port: number, steps: readonly Step[], opts: ConversationOptions): Promise<Conversation> {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    let received = '';
+    let done = false;
+    let secured = false;
+    let waiting: ((received: string) => boolean) | null = null;
+    let next = 0;
+    const socket = tls.connect(
+      { port, host: '127.0.0.1', ca: opts.ca, servername: 'localhost', ALPNProtocols: ['http/1.1'], ...opts.tls },
+      () => {
+        secured = true;
+        advance();
+      },
+    );
+    const finish = (how: { closedByServer?: boolean; timedOut?: boolean; handshakeError?: string }): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({
+        received,
+        closedByServer: how.closedByServer ?? false,
+        timedOut: how.timedOut ?? false,
+        handshakeError: how.handshakeError ?? null,
+        ms: performance.now() - started,
+      });
+    };
+    const advance = (): void => {
+      while (!done && waiting === null) {
+        const step = steps[next++];
+        if (step === undefined) {
+          waiting = opts.until ?? (() => false);
+        } else if (typeof step === 'string' || Buffer.isBuffer(step)) {
+          socket.write(typeof step === 'string' ? Buffer.from(step, 'latin1') : step);
+          continue;
+        } else {
+          waiting = step.until;
+        }
+        if (waiting(received)) {
+          if (next > steps.length) return finish({});
+          waiting = null;
+        }
+      }
+    };
+    const timer = setTimeout(() => finish({ timedOut: true }), opts.timeoutMs ?? 5000);
+    socket.on('data', (d: Buffer) => {
+      received += d.toString('latin1');
+      if (waiting?.(received)) {
+        if (next > steps.length) return finish({});
+        waiting = null;
+        advance();
+      }
+    });
+    socket.on('error', (err) => {
+      if (!secured) finish({ closedByServer: true, handshakeError: err.message });
+      else finish({ closedByServer: true });
+    });
+    socket.on('end', () => finish({ closedByServer: true }));
+    socket.on('close', () => finish({ closedByServer: true }));
+  });
 }
