@@ -179,22 +179,28 @@ async function serve(req: IncomingMessage, res: ServerResponse, services: Servic
   ex.meter = hasBody(framing) ? new BodyLimit(limit, framing.kind === 'length' ? framing.length : null) : null;
   ex.upstream = { status: null, ms: null, bytesOut: 0, digest: null, error: null, settled: false };
   const plan: ForwardPlan = { body: ex.meter, responseHeaders: (headers) => rewriteResponseHeaders(headers, internalOrigins, clientOrigin) };
-  if (route.operation === 'catalog' && authorizer.filtersCatalog) {
-    const upstreamHeaders = req.headers;
-    const request = catalogRequest(splitTarget(req.url ?? '').query);
-    plan.transformJson = async (body, headers) => {
-      const first = { repositories: repositoriesOf(body), more: hasNextLink(headers.link) };
-      const fetchPage = async (last: string, n: number): Promise<CatalogPage> => {
-        const page = await services.forwarder.getJson(`/v2/_catalog?n=${n}&last=${encodeURIComponent(last)}`, upstreamHeaders);
-        return { repositories: repositoriesOf(page.body), more: hasNextLink(page.headers.link) };
-      };
-      const filtered = await filterCatalog(first, request, (name) => authorizer.may(identity, 'pull', name).allowed, fetchPage);
-      if (filtered.next === null) delete headers.link;
-      else headers.link = nextLink(filtered.next, request.n);
-      return { repositories: filtered.repositories };
-    };
-  }
+  if (route.operation === 'catalog' && authorizer.filtersCatalog) plan.transformJson = catalogFilter(services, identity, req);
   await services.forwarder.forward(req, res, plan, ex.upstream);
+}
+
+/**
+ * The catalog as this caller may see it: the registry's answer to the forwarded request, filtered, and further
+ * registry pages read with the same headers until the page is full (access/catalog.ts).
+ */
+function catalogFilter(services: Services, identity: Identity, req: IncomingMessage): NonNullable<ForwardPlan['transformJson']> {
+  const upstreamHeaders = req.headers;
+  const request = catalogRequest(splitTarget(req.url ?? '').query);
+  const fetchPage = async (last: string, n: number): Promise<CatalogPage> => {
+    const page = await services.forwarder.getJson(`/v2/_catalog?n=${n}&last=${encodeURIComponent(last)}`, upstreamHeaders);
+    return { repositories: repositoriesOf(page.body), more: hasNextLink(page.headers.link) };
+  };
+  return async (body, headers) => {
+    const first = { repositories: repositoriesOf(body), more: hasNextLink(headers.link) };
+    const filtered = await filterCatalog(first, request, (name) => services.authorizer.may(identity, 'pull', name).allowed, fetchPage);
+    if (filtered.next === null) delete headers.link;
+    else headers.link = nextLink(filtered.next, request.n);
+    return { repositories: filtered.repositories };
+  };
 }
 
 /** The names of a catalog answer; an answer of another shape is the registry's error to own. */
