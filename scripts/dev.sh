@@ -59,4 +59,10 @@ cat <<MSG
   Then: docker tag IMAGE localhost:$port/NAME:TAG && docker push localhost:$port/NAME:TAG
 
 MSG
-PORTCULLIS_UPSTREAM_URL="http://127.0.0.1:$reg_port" node dist/cli/main.js serve --config proxy.yaml
+PORTCULLIS_UPSTREAM_URL="http://127.0.0.1:$reg_port" node dist/cli/main.js serve --config proxy.yaml &
+proxy_pid=$!
+# Ctrl+C or a kill of this script stops the proxy (it drains in-flight requests), then the registry. The proxy
+# runs in the background so that `wait` lets this shell act on a signal at once.
+trap 'kill -TERM $proxy_pid 2>/dev/null; wait $proxy_pid; exit 143' TERM
+trap 'kill -INT $proxy_pid 2>/dev/null; wait $proxy_pid; exit 130' INT
+wait $proxy_pid
