@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { fitSlopes, runSoak, type Sample } from './reliability/soak-engine.js';
+import { fitSlopes, runSoak, SHORT_RUN_LIMITS, type Sample } from './reliability/soak-engine.js';
 
 const SECONDS = Number(process.env['SOAK_SECONDS'] ?? 60);
 
@@ -25,16 +25,16 @@ test('the growth judge: flat noise passes, a leak of one descriptor per second f
     handles: 9 + Math.round(noise(i) / 4),
     inFlight: 1,
   });
-  const flat = fitSlopes(Array.from({ length: 31 }, (_, i) => sample(i, 0)));
+  const flat = fitSlopes(Array.from({ length: 31 }, (_, i) => sample(i, 0)), SHORT_RUN_LIMITS);
   assert.deepEqual(flat.filter((s) => !s.pass).map((s) => s.series), []);
-  const leaking = fitSlopes(Array.from({ length: 31 }, (_, i) => sample(i, 1)));
+  const leaking = fitSlopes(Array.from({ length: 31 }, (_, i) => sample(i, 1)), SHORT_RUN_LIMITS);
   assert.deepEqual(leaking.filter((s) => !s.pass).map((s) => s.series), ['fds']);
   const fds = leaking.find((s) => s.series === 'fds')!;
   assert.ok(Math.abs(fds.perMin - 60) < 5, `fitted ${fds.perMin}/min for a leak of 60/min`);
 });
 
 test(`soak, ${SECONDS} s: no error for well-behaved clients, every change applied, nothing grows`, { timeout: (SECONDS + 120) * 1000 }, async () => {
-  const result = await runSoak({ durationMs: SECONDS * 1000, sampleEveryMs: 2000, workers: 1, rate: 1 });
+  const result = await runSoak({ durationMs: SECONDS * 1000, sampleEveryMs: 2000, workers: 1, rate: 1, limits: SHORT_RUN_LIMITS });
   const summary = JSON.stringify({ activities: result.activities, slopes: result.slopes, reloads: result.reloads }, null, 1);
   assert.deepEqual(result.failures, [], summary);
 

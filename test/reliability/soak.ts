@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fixed, markdownTable } from '../helpers/stats.js';
 import { exitOnSignals, parseFlags } from './args.js';
-import { GROWTH_LIMITS, runSoak, type SoakResult } from './soak-engine.js';
+import { runSoak, type SoakResult } from './soak-engine.js';
 
 const flags = parseFlags(
   process.argv.slice(2),
@@ -89,8 +89,8 @@ function render(r: SoakResult): string {
         fixed(s.perMin, 3),
         fixed(s.errorPerMin, 3),
         fixed(s.boundPerMin, 2),
-        GROWTH_LIMITS[s.series].floorPerMin,
-        GROWTH_LIMITS[s.series].allowance,
+        s.limit.floorPerMin,
+        s.limit.allowance,
         s.pass ? 'ok' : 'GROWS',
       ]),
     ),
