@@ -275,6 +275,23 @@ describe('certificate reload', () => {
     await waitForNewLog(proxy, from2, 'certificate reloaded', (l) => l['msg'] === 'certificate reloaded');
     await eventually('the original certificate is served again', async () => (await handshakeSerial(proxy.port, certs.ca)) === serialOf(certs.leafFile));
   });
+
+  test('a renewal seen half done (the new key, the old certificate) is taken once the certificate follows, with no refusal', T, async () => {
+    const next = await signCert({ dir: certs.dir, caFile: certs.caFile, caKeyFile: certs.caKeyFile, name: 'halfway', cn: 'halfway.test' });
+    const errors = metric(await metricsText(proxy), 'portcullis_config_reloads_total', { kind: 'tls', result: 'error' });
+    const from = proxy.logs().length;
+    replaceByRename(keyFile, readFileSync(next.keyFile));
+    // The proxy reads the pair while only the key is new (as when a renewal's two renames straddle a reload).
+    const early = await waitForNewLog(proxy, from, 'a reload that waits for the files to settle', (l) => /certificate files do not load yet/.test(String(l['msg'])));
+    assert.match(String(early['err']), new RegExp(`${escape(keyFile)} does not match the certificate`));
+    assert.equal(await handshakeSerial(proxy.port, certs.ca), serialOf(certs.leafFile), 'the previous pair serves meanwhile');
+    replaceByRename(certFile, readFileSync(next.chainFile));
+    await waitForNewLog(proxy, from, 'certificate reloaded', (l) => l['msg'] === 'certificate reloaded');
+    assert.equal(await handshakeSerial(proxy.port, certs.ca), serialOf(next.leafFile));
+    // The reload that succeeded cancelled the pending look: nothing can be refused later for this renewal.
+    assert.equal(metric(await metricsText(proxy), 'portcullis_config_reloads_total', { kind: 'tls', result: 'error' }), errors);
+    assert.deepEqual(proxy.logs().slice(from).filter((l) => /reload refused/.test(String(l['msg']))), []);
+  });
 });
 
 // ------------------------------------------------------------------------------------ proxy.yaml on SIGHUP

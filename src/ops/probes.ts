@@ -6,6 +6,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { UpstreamTimeoutError } from '../errors.js';
 import type { Logger } from './log.js';
+import { listen } from '../runtime/listen.js';
 
 export interface ProbeServerOptions {
   host: string;
@@ -46,10 +47,7 @@ export async function startProbeServer(opts: ProbeServerOptions): Promise<http.S
     }
     reply(404, 'not found\n');
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => resolve());
-  });
+  await listen(server, opts.host, opts.port, 'metrics.listen');
   return server;
 }
 

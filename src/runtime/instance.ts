@@ -31,6 +31,9 @@ import { TlsAlpnChallenges } from '../tls/acme/challenges.js';
 import { loadCABundle, loadTlsMaterial, secureContextOptions, type TlsMaterial } from '../tls/material.js';
 import { FileWatcher } from './watch.js';
 
+/** How long a certificate reload that failed waits for the files to settle before it is refused. */
+const TLS_SETTLE_MS = 1500;
+
 export async function runInstance(initial: Config, logger: Logger): Promise<number> {
   const worker = cluster.isWorker;
   const metrics = new Metrics();
@@ -99,7 +102,13 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
     logger.info({ url: `http://${displayHost(initial.metrics.host)}:${a.port}` }, 'metrics listening');
   }
 
-  const reloadTls = (): void => {
+  // A renewal replaces two files, the key and then the certificate (or copies one in place): a reload that
+  // lands between the two sees a pair that does not match, or a truncated file. Such a failure is looked at
+  // again once the files have had time to settle, and refused (logged as an error, counted) only if it holds.
+  let settle: NodeJS.Timeout | null = null;
+  const reloadTls = (final = false): void => {
+    if (settle) clearTimeout(settle);
+    settle = null;
     const cfg = services.config.tls;
     if (!cfg) return;
     try {
@@ -111,6 +120,12 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
       metrics.reloads.inc({ kind: 'tls', result: 'ok' });
       logger.info({ certificate: tls.subject, validTo: tls.validTo }, 'certificate reloaded');
     } catch (err) {
+      if (!final) {
+        logger.info({ err: (err as Error).message, retryInMs: TLS_SETTLE_MS }, 'certificate files do not load yet; looking again once they settle');
+        settle = setTimeout(() => reloadTls(true), TLS_SETTLE_MS);
+        settle.unref();
+        return;
+      }
       metrics.reloads.inc({ kind: 'tls', result: 'error' });
       logger.error({ err: (err as Error).message }, 'certificate reload refused; the previous certificate keeps serving');
     }
@@ -119,7 +134,7 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
   // workers, and everyone without ACME, follow the files.
   const watchTls = (t: NonNullable<Config['tls']>): FileWatcher | null => {
     const files = [...(t.acme && !worker ? [] : [t.cert, t.key]), ...(t.clientCA ? [t.clientCA] : [])];
-    return files.length > 0 ? new FileWatcher(files, reloadTls, { debounceMs: 500 }) : null;
+    return files.length > 0 ? new FileWatcher(files, () => reloadTls(), { debounceMs: 500 }) : null;
   };
   let certWatcher = initial.tls ? watchTls(initial.tls) : null;
 
@@ -163,6 +178,7 @@ export async function runInstance(initial: Config, logger: Logger): Promise<numb
       logger.info({ signal, inFlight, graceMs }, 'shutting down: draining in-flight requests');
       void closed.then(async () => {
         certWatcher?.close();
+        if (settle) clearTimeout(settle);
         detachAcme?.();
         await acmeHandle?.close();
         probe?.close();

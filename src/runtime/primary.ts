@@ -17,7 +17,7 @@ import { AggregatorRegistry, Registry } from 'prom-client';
 import { loadConfig, type Config } from '../config/load.js';
 import { loadHtpasswdFile } from '../auth/htpasswd-file.js';
 import { RestartBackoff } from './backoff.js';
-import { displayHost } from './listen.js';
+import { checkListen, displayHost } from './listen.js';
 import type { Logger } from '../ops/log.js';
 import { createAcmeMetrics } from '../ops/metrics.js';
 import { startProbeServer, upstreamProbe } from '../ops/probes.js';
@@ -31,6 +31,8 @@ export async function runPrimary(config: Config, logger: Logger): Promise<number
   // With tls.acme that is the CA file and storage (created here, before the workers watch it).
   if (config.tls && !config.tls.acme) loadTlsMaterial(config.tls.cert, config.tls.key, config.tls.clientCA);
   await loadHtpasswdFile(config.auth.htpasswd);
+  await checkListen(config.listen.host, config.listen.port);
+  if (config.metrics) await checkListen(config.metrics.host, config.metrics.port, 'metrics.listen');
   const acmeRegistry = new Registry();
   const acme = config.tls?.acme
     ? await startAcmeInPrimary(config.tls.acme, () => Object.values(cluster.workers ?? {}).filter((w) => w !== undefined), {

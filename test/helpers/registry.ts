@@ -34,6 +34,8 @@ export interface RegistryOptions {
   htpasswd?: string;
   /** Time allowed for `GET /v2/` to answer 200 (401 with `htpasswd`) after the spawn. Default 15 s. */
   readyTimeoutMs?: number;
+  /** `storage.filesystem.rootdirectory` (e.g. a small tmpfs); created if missing, never removed. Default: in the temp dir. */
+  dataDir?: string;
 }
 
 export interface RunningRegistry {
@@ -56,12 +58,14 @@ export interface RunningRegistry {
   output(): string;
   /** Whether the process is running now. */
   running(): boolean;
+  /** Send a signal to the running process (SIGKILL mid-transfer, SIGSTOP/SIGCONT); false when none runs. */
+  signal(sig: NodeJS.Signals): boolean;
 }
 
 export async function startRegistry(opts: RegistryOptions = {}): Promise<RunningRegistry> {
   const dir = makeTempDir('portcullis-registry-');
-  const dataDir = join(dir, 'data');
-  mkdirSync(dataDir);
+  const dataDir = opts.dataDir ?? join(dir, 'data');
+  mkdirSync(dataDir, { recursive: true });
   const configFile = join(dir, 'config.yml');
   const out = new TailBuffer();
   const readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
@@ -172,6 +176,11 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
     },
     output: () => out.toString(),
     running: () => child !== null && child.exitCode === null && child.signalCode === null,
+    signal: (sig) => {
+      const c: ChildProcess | null = child;
+      if (c === null || c.exitCode !== null || c.signalCode !== null) return false;
+      return c.kill(sig);
+    },
   };
 }
 
