@@ -12,6 +12,7 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gcFlagsFor } from '../../src/runtime/node-flags.js';
 import { freePort, groupPids, sleep, startService, tail, type Service } from './proc.js';
 import type { Certs, Credentials } from './setup.js';
 
@@ -172,7 +173,8 @@ export async function startPortcullis(dir: string, { registry, certs, creds }: P
         log: { level: 'warn' },
       };
       writeFileSync(configFile, JSON.stringify(config, null, 2));
-      return startService(process.execPath, [cli, 'serve', '--config', configFile], { cwd: dir, env });
+      // As the Dockerfile runs it: the GC flags of this Node major on the command line.
+      return startService(process.execPath, [...gcFlagsFor(), cli, 'serve', '--config', configFile], { cwd: dir, env });
     },
   });
 }
