@@ -51,7 +51,7 @@ export class Metrics {
   });
   readonly upstreamErrors = new Counter({
     name: 'portcullis_upstream_errors_total',
-    help: 'Requests the upstream could not serve: unavailable (refused, reset) or timeout.',
+    help: 'Requests the upstream could not serve: unavailable (refused, reset), timeout, or protocol (an answer the proxy does not read).',
     labelNames: ['kind'],
     registers: [this.registry],
   });
