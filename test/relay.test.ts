@@ -10,12 +10,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
+import { BodyLimit } from '../src/proxy/body-limit.ts';
 import type { UpstreamOutcome } from '../src/proxy/forwarder.ts';
 import { forwardHeaders, requestFraming, type Framing } from '../src/proxy/headers.ts';
 import { relay } from '../src/proxy/relay.ts';
 import { UpstreamPool } from '../src/proxy/upstream-pool.ts';
 import { createLogger } from '../src/ops/log.ts';
 import { makeTestCerts, type TestCerts } from './helpers/tls.js';
+import { eventually } from './helpers/wait.js';
+import { startRecordingUpstream, type RecordingUpstream } from './helpers/wire.js';
 
 /** What one exchange came to, as the pipeline's access log would record it. */
 type Exchange = UpstreamOutcome & { aborted: boolean };
@@ -97,15 +100,18 @@ async function testCerts(): Promise<{ key: string; cert: string }> {
 }
 
 /** The client-facing side, plain HTTP or TLS, relaying every request the way the pipeline would. */
-async function front(upstreamPort: number, opts: { tls?: boolean; timeoutMs?: number } = {}): Promise<Front> {
+async function front(upstreamPort: number, opts: { tls?: boolean; timeoutMs?: number; maxBodySize?: number } = {}): Promise<Front> {
   const pool = new UpstreamPool({ host: '127.0.0.1', port: upstreamPort, maxSockets: 8, idleTimeoutMs: 5000 });
   const exchanges: Exchange[] = [];
   const ctx = { pool, timeoutMs: opts.timeoutMs ?? 5000, logger: createLogger('silent'), origin: `http://127.0.0.1:${upstreamPort}` };
   const handler: http.RequestListener = (req, res) => {
     const framing = requestFraming(req.headers) as Framing;
     req.headers = forwardHeaders(req.headers, framing, { clientIp: '127.0.0.1', proto: 'https', host: req.headers.host ?? '' });
+    const body = framing.kind === 'chunked' || (framing.kind === 'length' && framing.length > 0)
+      ? new BodyLimit(opts.maxBodySize ?? 0, framing.kind === 'length' ? framing.length : null)
+      : null;
     const outcome: UpstreamOutcome = { status: null, ms: null, bytesOut: 0, digest: null, error: null, settled: false };
-    void relay(req, res, { body: null, responseHeaders: () => {} }, outcome, ctx).then(() =>
+    void relay(req, res, { body, responseHeaders: () => {} }, outcome, ctx).then(() =>
       exchanges.push({ ...outcome, aborted: !res.writableFinished && !outcome.settled }),
     );
   };
@@ -427,3 +433,140 @@ describe('backpressure and buffer reuse', () => {
   });
 });
 
+describe('request bodies (uploads)', () => {
+  /** A front over a recording registry (helpers/wire.ts: it frames bodies as a strict server does). */
+  async function recorded(opts: { timeoutMs?: number; maxBodySize?: number } = {}): Promise<{ up: RecordingUpstream; fr: Front }> {
+    const up = await startRecordingUpstream((r) => `HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nX-Got: ${r.body.length}\r\n\r\n`);
+    const fr = await front(up.port, opts);
+    cleanups.push(() => up.close(), () => fr.close());
+    return { up, fr };
+  }
+
+  /** One request with a body (chunked when `chunks` is given), and its answer. */
+  function upload(url: string, opts: { method?: string; body?: Buffer; chunks?: Buffer[]; trailers?: Record<string, string> }): Promise<Reply> {
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string> = opts.chunks ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(opts.body?.length ?? 0) };
+      const req = http.request(url, { method: opts.method ?? 'PATCH', agent: false, headers }, (res) => {
+        const parts: Buffer[] = [];
+        res.on('data', (b: Buffer) => parts.push(b));
+        res.once('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(parts), cut: false }));
+        res.once('error', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(parts), cut: true }));
+      });
+      req.once('error', reject);
+      if (opts.trailers) req.addTrailers(opts.trailers);
+      for (const c of opts.chunks ?? []) req.write(c);
+      req.end(opts.body);
+    });
+  }
+
+  test('a Content-Length body arrives byte for byte, and the connection is reused after it', async () => {
+    const { up, fr } = await recorded();
+    const body = randomBytes(3 * 1024 * 1024 + 5);
+    for (let i = 0; i < 2; i++) {
+      const res = await upload(`${fr.url}/v2/a/blobs/uploads/u`, { method: 'PUT', body });
+      assert.equal(res.status, 202);
+      assert.equal(res.headers['x-got'], String(body.length));
+    }
+    assert.equal(sha(up.requests[0]!.body), sha(body));
+    assert.equal(up.header(up.requests[0]!, 'content-length'), String(body.length));
+    assert.equal(up.requests[1]!.conn, up.requests[0]!.conn, 'one upstream connection for both');
+    assert.equal(fr.exchanges.at(-1)!.error, null);
+  });
+
+  test('a chunked body is decoded by Node and framed again by us: same bytes, no trailers, connection reused', async () => {
+    const { up, fr } = await recorded();
+    const chunks = Array.from({ length: 40 }, (_, i) => randomBytes(1000 + i * 997));
+    for (let i = 0; i < 2; i++) {
+      const res = await upload(`${fr.url}/v2/a/blobs/uploads/u`, { chunks, trailers: { 'X-Evil-Trailer': '1' } });
+      assert.equal(res.status, 202);
+    }
+    assert.equal(sha(up.requests[0]!.body), sha(Buffer.concat(chunks)));
+    assert.equal(up.header(up.requests[0]!, 'transfer-encoding'), 'chunked');
+    assert.doesNotMatch(up.raw.get(up.requests[0]!.conn)!.toString('latin1'), /X-Evil-Trailer/i);
+    assert.equal(up.requests[1]!.conn, up.requests[0]!.conn);
+  });
+
+  test('over the limit: 413, the registry never gets a byte past it, and its connection is destroyed', async () => {
+    const limit = 64 * 1024;
+    const { up, fr } = await recorded({ maxBodySize: limit });
+    const res = await upload(`${fr.url}/v2/a/blobs/uploads/u`, { chunks: Array.from({ length: 16 }, () => randomBytes(16 * 1024)) });
+    assert.equal(res.status, 413);
+    assert.equal(JSON.parse(res.body.toString()).errors[0].code, 'DENIED');
+    await eventually('the upstream connection is closed', async () => up.open() === 0);
+    const raw = up.raw.get(1)!;
+    const sent = raw.length - raw.indexOf('\r\n\r\n') - 4;
+    assert.ok(sent < limit, `the registry got ${sent} bytes of framing and body, limit ${limit}`);
+    assert.equal(up.requests.length, 0, 'never a whole request');
+    assert.equal(fr.exchanges.at(-1)!.error, 'body_too_large');
+  });
+
+  test('an early answer while the body still comes: the client gets it whole, the connection is not reused', async () => {
+    const { up, fr } = await recorded();
+    up.respondAtHead = () => 'HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno';
+    const res = await upload(`${fr.url}/v2/a/blobs/uploads/u`, { chunks: Array.from({ length: 64 }, () => randomBytes(64 * 1024)) });
+    assert.equal(res.status, 401);
+    assert.equal(res.body.toString(), 'no');
+    assert.equal(res.headers.connection, 'close');
+    up.respondAtHead = null;
+    await upload(`${fr.url}/v2/a/blobs/uploads/u`, { body: Buffer.from('ok') });
+    assert.notEqual(up.requests.at(-1)!.conn, 1, 'the next request went on a new connection');
+  });
+
+  test('a registry that stops reading holds the client back: the proxy buffers a bounded amount', async () => {
+    let upstreamSocket: net.Socket | null = null;
+    const server = net.createServer((s) => {
+      upstreamSocket = s;
+      s.pause();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const fr = await front((server.address() as AddressInfo).port);
+    cleanups.push(async () => {
+      (upstreamSocket as net.Socket | null)?.destroy();
+      await new Promise((r) => server.close(r));
+    }, () => fr.close());
+    const total = 256 * 1024 * 1024;
+    let written = 0;
+    const req = http.request(`${fr.url}/v2/a/blobs/uploads/u`, { method: 'PATCH', agent: false, headers: { 'content-length': String(total) } });
+    req.on('error', () => {});
+    const piece = Buffer.alloc(1024 * 1024);
+    const pump = (): void => {
+      while (written < total) {
+        written += piece.length;
+        if (!req.write(piece)) return void req.once('drain', pump);
+      }
+    };
+    pump();
+    await sleep(800);
+    // Socket buffers on three sockets and one turn's batch, not the 256 MiB body.
+    assert.ok(written < 48 * 1024 * 1024, `the client wrote ${written} bytes to a registry that reads nothing`);
+    req.destroy();
+  });
+
+  test('the client leaves mid-upload: the registry connection is destroyed, the exchange aborted', async () => {
+    const { up, fr } = await recorded();
+    await new Promise<void>((resolve) => {
+      const req = http.request(`${fr.url}/v2/a/blobs/uploads/u`, { method: 'PATCH', agent: false, headers: { 'content-length': String(10 * 1024 * 1024) } });
+      req.on('error', () => {});
+      req.write(randomBytes(256 * 1024), () => setTimeout(() => {
+        req.destroy();
+        resolve();
+      }, 50));
+    });
+    await eventually('the upstream connection is closed', async () => up.open() === 0);
+    await eventually('the exchange is recorded as aborted', async () => fr.exchanges.at(-1)?.aborted === true);
+    assert.equal(fr.pool.openConnections, 0);
+  });
+
+  test('a body that stops coming: 504 once the registry side is idle past the timeout, connection destroyed', async () => {
+    const { up, fr } = await recorded({ timeoutMs: 300 });
+    const req = http.request(`${fr.url}/v2/a/blobs/uploads/u`, { method: 'PATCH', agent: false, headers: { 'content-length': '10' } });
+    req.on('error', () => {});
+    req.write('hello');
+    const res = await new Promise<http.IncomingMessage>((resolve) => req.once('response', resolve));
+    assert.equal(res.statusCode, 504);
+    assert.equal(res.headers.connection, 'close', 'the unread rest of the body ends this connection');
+    await eventually('the upstream connection is closed', async () => up.open() === 0);
+    req.destroy();
+    await eventually('the exchange is recorded as timed out', async () => fr.exchanges.at(-1)?.error === 'upstream_timeout');
+  });
+});

@@ -3,10 +3,10 @@
  * plan's meter, and streams the answer back with the plan's header rewrite (or, for a JSON answer the plan
  * transforms, the transformed body).
  *
- * Two ways, one plan and one outcome: to a plain-HTTP registry, GET and HEAD without a body go over the
- * pooled raw path (relay.ts over upstream-pool.ts), which carries the bytes of pulls without Node's HTTP
- * client; everything else (an https registry, the catalog transform, other methods) goes the general way
- * below, over http-proxy.
+ * Two ways, one plan and one outcome: to a plain-HTTP registry, pulls and pushes (GET and HEAD without a
+ * body, POST, PUT, PATCH) go over the pooled raw path (relay.ts over upstream-pool.ts), which carries their
+ * bytes without Node's HTTP client; everything else (an https registry, the catalog transform, DELETE and
+ * other methods) goes the general way below, over http-proxy.
  *
  * http-proxy 1.18 builds and sends the upstream request; the response is written here (`selfHandleResponse`),
  * so that the status, the headers and the end of every response are ours. What it gets wrong is done here
@@ -208,10 +208,20 @@ export class Forwarder {
     this.#pool?.close();
   }
 
-  /** GET and HEAD without a body, whose answer is passed on as it is. */
+  /** Pulls and pushes whose answer is passed on as it is: GET and HEAD without a body, POST, PUT and PATCH. */
   #takesRawPath(req: IncomingMessage, plan: ForwardPlan): boolean {
-    if (plan.transformJson !== undefined || plan.body !== null) return false;
-    return req.method === 'GET' || req.method === 'HEAD';
+    if (plan.transformJson !== undefined) return false;
+    switch (req.method) {
+      case 'GET':
+      case 'HEAD':
+        return plan.body === null;
+      case 'POST':
+      case 'PUT':
+      case 'PATCH':
+        return true;
+      default:
+        return false;
+    }
   }
 
   #onProxyReq(proxyReq: http.ClientRequest, req: IncomingMessage, res: ServerResponse): void {

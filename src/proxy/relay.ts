@@ -1,14 +1,16 @@
 /**
  * The pooled raw path to a plain-HTTP registry: one exchange written and read by us over an UpstreamPool
- * connection, for the requests that carry the bytes (blob GET and HEAD, 206 ranges, manifests, pings).
- * The forwarder decides which requests take it (forwarder.ts); the plan and the outcome are the same as on
- * the general path, so the pipeline logs, counts and audits both alike.
+ * connection, for the requests that carry the bytes (blob GET and HEAD, 206 ranges, manifests, pings, and the
+ * POST, PATCH and PUT of pushes). The forwarder decides which requests take it (forwarder.ts); the plan and
+ * the outcome are the same as on the general path, so the pipeline logs, counts and audits both alike.
  *
  * Why not Node's HTTP client here: it copies every body chunk out of the socket's read buffer (llhttp
  * on_body, Buffer::Copy) into a fresh ArrayBuffer, and passes it through Readable and Writable machinery
  * and http-proxy's pipe. V8 counts those buffers as external memory (node-flags.ts: the GC storm), and per
  * GiB that is ~16k allocations. Here the registry's socket reads straight into a few reused buffers
  * (`onread`), and each buffer goes to the client by reference and comes back when the write calls back.
+ * Upload bodies arrive from Node's server in 16 KiB pieces (one per TLS record); they are counted, framed
+ * and written to the registry once per turn of the event loop, as one writev.
  *
  * Buffer safety (test/relay.test.ts has a test for each rule):
  * - A read buffer is reused only after the write that carried it called back. res.write() corks the socket
@@ -29,9 +31,10 @@
  *   error, never as a whole answer. Before the response began, the proxy answers 502 or 504 itself.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { RegistryError, codeOf } from '../errors.js';
-import { sendError } from '../http/reply.js';
+import { RegistryError, codeOf, type FramingError } from '../errors.js';
+import { endAfterDrain, sendError } from '../http/reply.js';
 import type { Logger } from '../ops/log.js';
+import type { BodyLimit } from './body-limit.js';
 import { ChunkedDecoder } from './chunked-decoder.js';
 import type { ForwardError, ForwardPlan, UpstreamOutcome } from './forwarder.js';
 import { headersOf, parseResponseHead, type BodyFraming, type ResponseHead } from './response-head.js';
@@ -70,11 +73,21 @@ export function relay(req: IncomingMessage, res: ServerResponse, plan: ForwardPl
   return new Promise<void>((resolve) => new Relay(req, res, plan, outcome, ctx, resolve).start());
 }
 
+/** Body bytes gathered before they are written upstream at once, without waiting for the next turn. */
+const MAX_BATCH_BYTES = 256 * 1024;
+
 const enum Phase {
   Connecting,
   Head,
   Body,
   Done,
+}
+
+const enum BodyState {
+  None,
+  Sending,
+  Sent,
+  Stopped,
 }
 
 class Relay implements ConnectionReader {
@@ -86,6 +99,14 @@ class Relay implements ConnectionReader {
   readonly #started = performance.now();
   #phase = Phase.Connecting;
   #conn: UpstreamConnection | null = null;
+  /** The request body's meter (null: no body), and where sending it stands. */
+  readonly #body: BodyLimit | null;
+  readonly #chunked: boolean;
+  #bodyState = BodyState.None;
+  /** Body chunks of this turn of the event loop, written upstream together (one writev, one chunk). */
+  #batch: Buffer[] = [];
+  #batchBytes = 0;
+  #flushQueued = false;
   /** Head bytes received so far (the head may span reads). */
   #head: Buffer | null = null;
   #framing: BodyFraming = { kind: 'none' };
@@ -101,6 +122,15 @@ class Relay implements ConnectionReader {
   #paused = false;
   readonly #onTimeout = (): void => this.#timeout();
   readonly #onDrain = (): void => this.#resumeReading();
+  readonly #onBodyData = (chunk: Buffer): void => this.#bodyData(chunk);
+  readonly #onBodyEnd = (): void => this.#bodyEnd();
+  readonly #onFlush = (): void => {
+    this.#flushQueued = false;
+    this.#flush();
+  };
+  readonly #onUpstreamDrain = (): void => {
+    if (this.#bodyState === BodyState.Sending) this.#req.resume();
+  };
 
   constructor(req: IncomingMessage, res: ServerResponse, plan: ForwardPlan, outcome: UpstreamOutcome, ctx: RelayContext, resolve: () => void) {
     this.#req = req;
@@ -108,6 +138,8 @@ class Relay implements ConnectionReader {
     this.#plan = plan;
     this.#outcome = outcome;
     this.#ctx = ctx;
+    this.#body = plan.body;
+    this.#chunked = req.headers['transfer-encoding'] === 'chunked';
     res.once('close', () => {
       // The client left, or we cut it: the connection is in an unknown state, never pool it.
       if (!res.writableFinished) this.#abandon();
@@ -136,6 +168,82 @@ class Relay implements ConnectionReader {
       conn.socket.on('timeout', this.#onTimeout);
     }
     conn.socket.write(requestHead(this.#req));
+    if (this.#body !== null) {
+      this.#bodyState = BodyState.Sending;
+      conn.socket.on('drain', this.#onUpstreamDrain);
+      this.#req.on('data', this.#onBodyData);
+      this.#req.on('end', this.#onBodyEnd);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------- request body
+
+  /**
+   * A chunk of the client's body (a fresh copy Node's parser made: it may be held until written). Counted
+   * and held to the limit first: a chunk that crosses it is not sent at all.
+   */
+  #bodyData(chunk: Buffer): void {
+    if (this.#bodyState !== BodyState.Sending) return;
+    const refused = this.#body!.admit(chunk.length);
+    if (refused !== null) {
+      this.#refuseBody(refused);
+      return;
+    }
+    this.#batch.push(chunk);
+    this.#batchBytes += chunk.length;
+    // TLS hands the body over in 16 KiB records, several per read: written once per turn of the event loop
+    // (setImmediate runs after this turn's reads), they cost one writev and, chunked, one chunk header.
+    if (this.#batchBytes >= MAX_BATCH_BYTES) this.#flush();
+    else if (!this.#flushQueued) {
+      this.#flushQueued = true;
+      setImmediate(this.#onFlush);
+    }
+  }
+
+  #flush(): void {
+    const conn = this.#conn;
+    if (this.#batchBytes === 0 || conn === null || this.#bodyState !== BodyState.Sending) return;
+    const socket = conn.socket;
+    socket.cork();
+    if (this.#chunked) socket.write(`${this.#batchBytes.toString(16)}\r\n`, 'latin1');
+    for (const b of this.#batch) socket.write(b);
+    if (this.#chunked) socket.write('\r\n', 'latin1');
+    socket.uncork();
+    this.#batch = [];
+    this.#batchBytes = 0;
+    // The registry reads slower than the client sends: hold the client back until the socket drains.
+    if (socket.writableNeedDrain) this.#req.pause();
+  }
+
+  #bodyEnd(): void {
+    if (this.#bodyState !== BodyState.Sending) return;
+    const refused = this.#body!.ended();
+    if (refused !== null) {
+      this.#refuseBody(refused);
+      return;
+    }
+    this.#flush();
+    if (this.#chunked) this.#conn?.socket.write('0\r\n\r\n', 'latin1');
+    this.#stopBody(BodyState.Sent);
+  }
+
+  /** Stop reading the client's body for the registry: it was sent whole, or will never be. */
+  #stopBody(state: BodyState.Sent | BodyState.Stopped): void {
+    if (this.#bodyState !== BodyState.Sending) return;
+    this.#bodyState = state;
+    this.#req.removeListener('data', this.#onBodyData);
+    this.#req.removeListener('end', this.#onBodyEnd);
+    this.#conn?.socket.removeListener('drain', this.#onUpstreamDrain);
+    this.#batch = [];
+    this.#batchBytes = 0;
+  }
+
+  /** Over the limit (413, nothing past it sent), or longer than declared (cut). */
+  #refuseBody(refused: RegistryError | FramingError): void {
+    this.#stopBody(BodyState.Stopped);
+    if (refused instanceof RegistryError) this.#fail('body_too_large', refused.message, refused);
+    else if (this.#phase === Phase.Body) this.#cut('bad_framing', refused.message);
+    else this.#fail('bad_framing', refused.message, null);
   }
 
   // ------------------------------------------------------------------------------- ConnectionReader
@@ -199,10 +307,15 @@ class Relay implements ConnectionReader {
     const digest = headers['docker-content-digest'];
     if (typeof digest === 'string') outcome.digest = digest;
     this.#plan.responseHeaders(headers);
-    headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
+    // An answer before the whole body was sent (an early 401 or 413 to an upload): the registry will not read
+    // the rest, so this connection ends with this answer, and the client's, if its body is still coming.
+    const early = this.#bodyState === BodyState.Sending;
+    this.#stopBody(BodyState.Stopped);
+    const clientEarly = this.#body !== null && !this.#req.complete;
+    headers.connection = clientEarly || !res.shouldKeepAlive ? 'close' : 'keep-alive';
     res.writeHead(head.status, head.reason, headers);
     this.#framing = head.framing;
-    this.#reusable = head.reusable;
+    this.#reusable = head.reusable && !early;
     this.#phase = Phase.Body;
     switch (head.framing.kind) {
       case 'none':
@@ -323,11 +436,14 @@ class Relay implements ConnectionReader {
   /** The response was read whole: the client's response ends after what is queued. */
   #finish(reusable: boolean): void {
     this.#phase = Phase.Done;
-    this.#res.end();
+    // A client still sending a body nobody reads gets the answer whole before its connection closes.
+    if (this.#body !== null) endAfterDrain(this.#res);
+    else this.#res.end();
     this.#release(reusable);
   }
 
   #release(reusable: boolean): void {
+    this.#stopBody(BodyState.Stopped);
     const conn = this.#conn;
     this.#conn = null;
     this.#res.removeListener('drain', this.#onDrain);
@@ -363,17 +479,20 @@ class Relay implements ConnectionReader {
     else this.#fail('upstream_timeout', reason);
   }
 
-  /** Before the response began: the proxy answers the client itself. */
-  #fail(error: ForwardError, cause: unknown): void {
+  /**
+   * Before the response began: the proxy answers the client itself (`answer`, or the registry error that
+   * fits `error`; null cuts the connection instead).
+   */
+  #fail(error: ForwardError, cause: unknown, answer?: RegistryError | null): void {
     if (this.#phase === Phase.Done) return;
     this.#phase = Phase.Done;
     this.#settle(error, cause);
     this.#release(false);
-    if (this.#res.headersSent) {
+    if (this.#res.headersSent || answer === null) {
       this.#res.destroy();
       return;
     }
-    sendError(this.#res, answerFor(error, typeof cause === 'string' ? cause : codeOf(cause)));
+    sendError(this.#res, answer ?? answerFor(error, typeof cause === 'string' ? cause : codeOf(cause)));
   }
 
   /** After the response began: the only honest signal left is a broken client connection. */
@@ -390,6 +509,7 @@ class Relay implements ConnectionReader {
     this.#outcome.settled = true;
     const { logger, origin } = this.#ctx;
     const err = typeof cause === 'string' ? cause : codeOf(cause);
+    if (error === 'body_too_large' || error === 'bad_framing') return; // the client's doing, in its log line
     if (error === 'upstream_upgrade') logger.warn({ status: 101 }, 'upstream switched protocols on a plain request');
     else if (error === 'upstream_protocol') logger.warn({ err, upstream: origin }, 'upstream answer refused');
     else logger.warn({ err, upstream: origin }, error === 'upstream_timeout' ? 'upstream timed out' : 'upstream unavailable');
