@@ -140,17 +140,56 @@ const LOADGEN = fileURLToPath(new URL('./loadgen.ts', import.meta.url));
  * lib/loadgen.ts in a process of its own: `connections` keep-alive loops, or `rate` requests per second.
  * `authorization` null: none; undefined: the target's credentials when it asks for them.
  */
-export async function loadgen(
-  t: Target,
-  a: Access,
-  o: { method: string; path: string; seconds: number; connections?: number; rate?: number; headers?: Record<string, string>; authorization?: string | null },
-): Promise<LoadResult> {
+export interface LoadOptions {
+  method: string;
+  path: string;
+  seconds: number;
+  connections?: number;
+  rate?: number;
+  headers?: Record<string, string>;
+  authorization?: string | null;
+  /** Every request with a new wrong password for this user (a brute force), instead of `authorization`. */
+  wrongPasswordsFor?: string;
+}
+
+function loadSpec(t: Target, a: Access, o: LoadOptions): string {
   const headers: Record<string, string> = { ...(o.headers ?? {}) };
-  const authorization = o.authorization === undefined ? (t.auth ? a.creds.authorization : null) : o.authorization;
+  const authorization = o.wrongPasswordsFor !== undefined ? null : o.authorization === undefined ? (t.auth ? a.creds.authorization : null) : o.authorization;
   if (authorization !== null) headers['Authorization'] = authorization;
-  const spec = { port: t.port, method: o.method, path: o.path, headers, seconds: o.seconds, ...(t.tls ? { ca: a.certs.caFile } : {}), ...(o.rate !== undefined ? { rate: o.rate } : { connections: o.connections ?? 32 }) };
-  const r = await runOk(process.execPath, ['--import', 'tsx', LOADGEN, JSON.stringify(spec)], { timeoutMs: (o.seconds + 60) * 1000, cwd: REPO_ROOT });
+  return JSON.stringify({
+    port: t.port,
+    method: o.method,
+    path: o.path,
+    headers,
+    seconds: o.seconds,
+    ...(t.tls ? { ca: a.certs.caFile } : {}),
+    ...(o.rate !== undefined ? { rate: o.rate } : { connections: o.connections ?? 32 }),
+    ...(o.wrongPasswordsFor !== undefined ? { wrongPasswordsFor: o.wrongPasswordsFor } : {}),
+  });
+}
+
+export async function loadgen(t: Target, a: Access, o: LoadOptions): Promise<LoadResult> {
+  const r = await runOk(process.execPath, ['--import', 'tsx', LOADGEN, loadSpec(t, a, o)], { timeoutMs: (o.seconds + 60) * 1000, cwd: REPO_ROOT });
   return JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}') as LoadResult;
+}
+
+/** loadgen in the background (up to `seconds`); stop() ends it and resolves with what it measured. */
+export function startLoadgen(t: Target, a: Access, o: LoadOptions): { stop(): Promise<LoadResult> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', LOADGEN, loadSpec(t, a, o)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  trackGroup(child);
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  return {
+    async stop() {
+      child.kill('SIGTERM');
+      const code = await exited;
+      if (code !== 0) throw new Error(`loadgen exit ${code}: ${tail(err, 1000)}`);
+      return JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as LoadResult;
+    },
+  };
 }
 
 /** PUT a file (Content-Length) to an upload URL with &digest=, expecting 201. */

@@ -8,8 +8,10 @@
  *     "ca":"FILE", "connections":32, "seconds":10}'            closed loop: each connection sends the next
  *                                                              request when the answer is whole
  *   ... '{..., "rate":50, "seconds":20}'                       open loop: `rate` requests per second
+ *   ... '{..., "wrongPasswordsFor":"alice"}'                   each request with its own wrong password
  *
- * Output: { requests, seconds, rps, p50ms, p99ms, statuses: { "200": n, ... }, errors }
+ * SIGTERM ends it early (the requests in flight are awaited). Output, on stdout:
+ * { requests, seconds, rps, p50ms, p99ms, statuses: { "200": n, ... }, errors }
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
@@ -25,21 +27,30 @@ interface Options {
   connections?: number;
   rate?: number;
   seconds: number;
+  /** Send this user name with a new wrong password on every request (a brute force). */
+  wrongPasswordsFor?: string;
 }
 
 const opts = JSON.parse(process.argv[2] ?? '{}') as Options;
 const ca = opts.ca === undefined ? null : readFileSync(opts.ca);
-const head = Buffer.from(
-  `${opts.method} ${opts.path} HTTP/1.1\r\nHost: ${ca ? 'localhost' : '127.0.0.1'}:${opts.port}\r\n${Object.entries(opts.headers)
-    .map(([k, v]) => `${k}: ${v}\r\n`)
-    .join('')}\r\n`,
-  'latin1',
-);
+const fixed = `${opts.method} ${opts.path} HTTP/1.1\r\nHost: ${ca ? 'localhost' : '127.0.0.1'}:${opts.port}\r\n${Object.entries(opts.headers)
+  .map(([k, v]) => `${k}: ${v}\r\n`)
+  .join('')}`;
+const staticHead = Buffer.from(`${fixed}\r\n`, 'latin1');
+let guesses = 0;
+function head(): Buffer {
+  if (opts.wrongPasswordsFor === undefined) return staticHead;
+  const credentials = Buffer.from(`${opts.wrongPasswordsFor}:guess-${process.pid}-${guesses++}`).toString('base64');
+  return Buffer.from(`${fixed}Authorization: Basic ${credentials}\r\n\r\n`, 'latin1');
+}
 const latencies: number[] = [];
 const statuses: Record<string, number> = {};
 let errors = 0;
 const started = performance.now();
-const deadline = started + opts.seconds * 1000;
+let deadline = started + opts.seconds * 1000;
+process.once('SIGTERM', () => {
+  deadline = 0;
+});
 
 /** One keep-alive connection; `send` resolves with the status when the answer is whole (0 on error). */
 class Connection {
@@ -72,7 +83,7 @@ class Connection {
   send(): Promise<number> {
     return new Promise((resolve) => {
       this.#resolve = resolve;
-      this.#socket.write(head);
+      this.#socket.write(head());
     });
   }
 
@@ -150,6 +161,7 @@ async function openLoop(rate: number): Promise<void> {
     const due = started + (i * 1000) / rate;
     const wait = due - performance.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    if (performance.now() >= deadline) break;
     running.push(one());
   }
   await Promise.all(running);
