@@ -59,7 +59,10 @@ cat <<MSG
   Then: docker tag IMAGE localhost:$port/NAME:TAG && docker push localhost:$port/NAME:TAG
 
 MSG
-PORTCULLIS_UPSTREAM_URL="http://127.0.0.1:$reg_port" node dist/cli/main.js serve --config proxy.yaml &
+# The GC flags of this Node major on the command line (src/runtime/node-flags.ts); unquoted: none on Node 22.
+gc_flags=$(node --input-type=module -e "import { gcFlagsFor } from './dist/runtime/node-flags.js'; console.log(gcFlagsFor().join(' '))")
+# shellcheck disable=SC2086
+PORTCULLIS_UPSTREAM_URL="http://127.0.0.1:$reg_port" node $gc_flags dist/cli/main.js serve --config proxy.yaml &
 proxy_pid=$!
 # Ctrl+C or a kill of this script stops the proxy (it drains in-flight requests), then the registry. The proxy
 # runs in the background so that `wait` lets this shell act on a signal at once.

@@ -34,6 +34,8 @@ export const PORTCULLIS_ERRORS = {
   PCL_ERR_USAGE: 'a command was called with wrong arguments',
   PCL_ERR_PROMPT: 'a password could not be read from the terminal or standard input',
   PCL_ERR_UPSTREAM_TIMEOUT: 'the registry sent and read nothing for upstream.timeout (answered 504, or the stream cut)',
+  PCL_ERR_UPSTREAM_UNAVAILABLE: 'the registry could not be reached, or closed or reset the connection (answered 502, or the stream cut)',
+  PCL_ERR_UPSTREAM_PROTOCOL: 'the registry answered outside the strict HTTP/1.1 rules the proxy reads by (answered 502, or the stream cut)',
   PCL_ERR_FRAMING: 'a request body did not match its declared length (the exchange is cut)',
   PCL_ERR_DEPENDENCY: 'a library lacks something the proxy relies on (refused at start-up)',
   PCL_ERR_ACME: 'a certificate order failed (with the reason the CA gave), or tls.acme.storage cannot be used',
@@ -88,6 +90,23 @@ export class PortcullisError extends Error {
 export class UpstreamTimeoutError extends PortcullisError {
   constructor(message: string) {
     super('PCL_ERR_UPSTREAM_TIMEOUT', message);
+  }
+}
+
+/** The registry could not be reached, or went away during an exchange (refused, reset, closed). */
+export class UpstreamUnavailableError extends PortcullisError {
+  constructor(message: string) {
+    super('PCL_ERR_UPSTREAM_UNAVAILABLE', message);
+  }
+}
+
+/**
+ * The registry answered something the proxy will not read: a response head or body framing outside the strict
+ * rules of proxy/response-head.ts and proxy/chunked-decoder.ts. Its connection is closed, never reused.
+ */
+export class UpstreamProtocolError extends PortcullisError {
+  constructor(message: string) {
+    super('PCL_ERR_UPSTREAM_PROTOCOL', message);
   }
 }
 

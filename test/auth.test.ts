@@ -351,6 +351,21 @@ describe('Authenticator throttle', () => {
     }
   });
 
+  it('a flood of guesses at once: checks queued behind the first are not run once the limit is reached', async () => {
+    const auth = await open(3, 100);
+    try {
+      const ip = '192.0.2.50';
+      const results = await Promise.all(Array.from({ length: 30 }, (_, i) => auth.authenticate(basic('alice', `guess-${i}`), ip)));
+      assert.equal(results.filter((r) => r.outcome === 'failed').length, 3);
+      assert.equal(results.filter((r) => r.outcome === 'throttled').length, 27);
+      assert.ok(results.every((r) => r.outcome !== 'throttled' || r.reason === 'too many failed logins for this user from this address'));
+      assert.equal(auth.verifications, 3, 'only the checks within the limit ran');
+      assert.equal((await auth.authenticate(basic('bob', 'bob-pw'), ip)).outcome, 'ok', 'others on the address still verify');
+    } finally {
+      await auth.close();
+    }
+  });
+
   it('an unknown name is throttled exactly like a known one, so the 429 does not tell which names exist', async () => {
     const auth = await open(3, 100);
     try {

@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { configKeyPaths, envName, parseConfig } from '../src/config/load.js';
+import { gcFlagsFor } from '../src/runtime/node-flags.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const read = (p: string): string => readFileSync(join(repo, p), 'utf8');
@@ -464,7 +465,9 @@ describe('Dockerfile', () => {
 
   it('exposes 5043 and runs the CLI with the mounted config', () => {
     assert.ok(finalStage.some((x) => x.op === 'EXPOSE' && x.args.split(/\s+/).includes('5043')));
-    assert.deepEqual(json(finalStage.find((x) => x.op === 'ENTRYPOINT')), ['node', '/app/dist/cli/main.js']);
+    const major = Number(/^node:(\d+)-/.exec(expand(froms.at(-1)!.args.split(/\s+/)[0]!))?.[1]);
+    // The GC flags of the image's Node major on the command line (src/runtime/node-flags.ts).
+    assert.deepEqual(json(finalStage.find((x) => x.op === 'ENTRYPOINT')), ['node', ...gcFlagsFor(major), '/app/dist/cli/main.js']);
     assert.deepEqual(json(finalStage.find((x) => x.op === 'CMD')), ['serve', '--config', '/etc/portcullis/proxy.yaml']);
     const pkg = JSON.parse(read('package.json')) as { bin: Record<string, string> };
     const workdir = finalStage.find((x) => x.op === 'WORKDIR')?.args;

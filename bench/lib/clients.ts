@@ -8,9 +8,10 @@ import { randomFillSync } from 'node:crypto';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { runOk, tail, trackGroup } from './proc.js';
 import type { Certs, Credentials } from './setup.js';
-import type { Target } from './targets.js';
+import { REPO_ROOT, type Target } from './targets.js';
 
 export interface Access {
   certs: Certs;
@@ -38,14 +39,14 @@ export async function wrkWarmUp(t: Target, a: Access): Promise<void> {
   if (t.auth) await firstRequestMs(t, a);
 }
 
-/** wrk -t2 -cN -dS against GET /v2/, with the credentials when the target asks for them. */
-export async function wrkGetV2(t: Target, a: Access, seconds: number, connections: number): Promise<WrkResult> {
-  const r = await runOk('wrk', wrkArgs(t, a, seconds, connections), { timeoutMs: (seconds + 40) * 1000 });
+/** wrk -tT -cN -dS against GET /v2/, with the credentials when the target asks for them. */
+export async function wrkGetV2(t: Target, a: Access, seconds: number, connections: number, threads = 2): Promise<WrkResult> {
+  const r = await runOk('wrk', wrkArgs(t, a, seconds, connections, threads), { timeoutMs: (seconds + 40) * 1000 });
   return parseWrk(r.stdout);
 }
 
-function wrkArgs(t: Target, a: Access, seconds: number, connections: number): string[] {
-  const args = ['-t2', `-c${connections}`, `-d${seconds}s`, '--timeout', '30s', '--latency'];
+function wrkArgs(t: Target, a: Access, seconds: number, connections: number, threads = 2): string[] {
+  const args = [`-t${Math.min(threads, connections)}`, `-c${connections}`, `-d${seconds}s`, '--timeout', '30s', '--latency'];
   if (t.auth) args.push('-H', `Authorization: ${a.creds.authorization}`);
   args.push(`${t.origin}/v2/`);
   return args;
@@ -109,14 +110,86 @@ export interface Transfer {
   mbps: number;
 }
 
-/** GET a blob to /dev/null. */
-export async function download(t: Target, a: Access, path: string, expectBytes: number): Promise<Transfer> {
-  const r = await runOk('curl', [...curlBase(t, a), '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{time_total}', `${t.origin}${path}`], {
-    timeoutMs: 300_000,
-  });
+/** GET a blob to /dev/null; with `range` ([first, last] byte) a 206 of that part (warm-ups). */
+export async function download(t: Target, a: Access, path: string, expectBytes: number, range?: [number, number]): Promise<Transfer> {
+  const args = [...curlBase(t, a), '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{time_total}'];
+  if (range) args.push('-r', `${range[0]}-${range[1]}`);
+  const r = await runOk('curl', [...args, `${t.origin}${path}`], { timeoutMs: 300_000 });
   const c = parseCurlW(r.stdout);
-  if (c.status !== 200 || c.bytes !== expectBytes) throw new Error(`${t.id}: GET ${path}: ${c.status}, ${c.bytes} bytes (expected ${expectBytes})`);
+  const want = range ? range[1] - range[0] + 1 : expectBytes;
+  if (c.status !== (range ? 206 : 200) || c.bytes !== want) throw new Error(`${t.id}: GET ${path}: ${c.status}, ${c.bytes} bytes (expected ${want})`);
   return { bytes: c.bytes, seconds: c.seconds, mbps: c.bytes / c.seconds / 1e6 };
+}
+
+// ------------------------------------------------------------------------------------------ loadgen
+
+export interface LoadResult {
+  requests: number;
+  seconds: number;
+  rps: number;
+  p50ms: number | null;
+  p99ms: number | null;
+  /** Answers by status code. */
+  statuses: Record<string, number>;
+  errors: number;
+}
+
+const LOADGEN = fileURLToPath(new URL('./loadgen.ts', import.meta.url));
+
+/**
+ * lib/loadgen.ts in a process of its own: `connections` keep-alive loops, or `rate` requests per second.
+ * `authorization` null: none; undefined: the target's credentials when it asks for them.
+ */
+export interface LoadOptions {
+  method: string;
+  path: string;
+  seconds: number;
+  connections?: number;
+  rate?: number;
+  headers?: Record<string, string>;
+  authorization?: string | null;
+  /** Every request with a new wrong password for this user (a brute force), instead of `authorization`. */
+  wrongPasswordsFor?: string;
+}
+
+function loadSpec(t: Target, a: Access, o: LoadOptions): string {
+  const headers: Record<string, string> = { ...(o.headers ?? {}) };
+  const authorization = o.wrongPasswordsFor !== undefined ? null : o.authorization === undefined ? (t.auth ? a.creds.authorization : null) : o.authorization;
+  if (authorization !== null) headers['Authorization'] = authorization;
+  return JSON.stringify({
+    port: t.port,
+    method: o.method,
+    path: o.path,
+    headers,
+    seconds: o.seconds,
+    ...(t.tls ? { ca: a.certs.caFile } : {}),
+    ...(o.rate !== undefined ? { rate: o.rate } : { connections: o.connections ?? 32 }),
+    ...(o.wrongPasswordsFor !== undefined ? { wrongPasswordsFor: o.wrongPasswordsFor } : {}),
+  });
+}
+
+export async function loadgen(t: Target, a: Access, o: LoadOptions): Promise<LoadResult> {
+  const r = await runOk(process.execPath, ['--import', 'tsx', LOADGEN, loadSpec(t, a, o)], { timeoutMs: (o.seconds + 60) * 1000, cwd: REPO_ROOT });
+  return JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}') as LoadResult;
+}
+
+/** loadgen in the background (up to `seconds`); stop() ends it and resolves with what it measured. */
+export function startLoadgen(t: Target, a: Access, o: LoadOptions): { stop(): Promise<LoadResult> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', LOADGEN, loadSpec(t, a, o)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  trackGroup(child);
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  return {
+    async stop() {
+      child.kill('SIGTERM');
+      const code = await exited;
+      if (code !== 0) throw new Error(`loadgen exit ${code}: ${tail(err, 1000)}`);
+      return JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as LoadResult;
+    },
+  };
 }
 
 /** PUT a file (Content-Length) to an upload URL with &digest=, expecting 201. */

@@ -58,7 +58,6 @@ export class Authenticator {
   private readonly cache: CredentialCache;
   private readonly throttle: FailureThrottle;
   private readonly pool: BcryptPool;
-  private readonly slowCheck: SlowCheck;
   private entries: HtpasswdFile;
   private dummy: Pick<HtpasswdEntry, 'hash' | 'scheme'>;
   private reloadChain: Promise<boolean> = Promise.resolve(true);
@@ -75,7 +74,6 @@ export class Authenticator {
     // One password thread per process: `workers: N` scales it with the processes, and a second thread per
     // process would only compete with the streams for the same cores.
     this.pool = new BcryptPool({ size: 1 });
-    this.slowCheck = (password, hash, kind) => this.pool.compare(password, hash, kind);
     this.entries = users;
     this.dummy = dummyEntry(users, randomBytes);
   }
@@ -119,21 +117,22 @@ export class Authenticator {
     const key = this.cache.keyFor(user, password, target.hash);
     // Good cached credentials pass even from a throttled address (a brute force must not block a build host).
     if (entry && this.cache.get(key, user) !== null) return { outcome: 'cached', user };
-    const blocked = this.throttle.check(user, clientIp);
-    if (blocked) {
-      const reason = blocked.scope === 'user' ? 'too many failed logins for this user from this address' : 'too many failed logins from this address';
-      return { outcome: 'throttled', user: null, reason, retryAfterMs: blocked.retryAfterMs };
-    }
+    const blocked = this.throttled(user, clientIp);
+    if (blocked) return blocked;
+    // Asked again when the check's turn in the worker queue comes: a flood of guesses queues many checks
+    // before the first failures are counted, and those arriving past the limit must not all be run.
+    const slowCheck: SlowCheck = (p, h, kind) =>
+      this.pool.compare(p, h, kind, () => (this.throttle.check(user, clientIp) ? new RegistryError('TOOMANYREQUESTS', 'too many failed logins') : null));
     let result: Awaited<ReturnType<CredentialCache['getOrVerify']>>;
     try {
       result = await this.cache.getOrVerify(key, user, async () => {
+        const ok = await verifyPassword(password, target, slowCheck);
         this.verificationCount++;
-        const ok = await verifyPassword(password, target, this.slowCheck);
         return ok && entry !== undefined;
       });
     } catch (err) {
       if (err instanceof RegistryError && err.code === 'TOOMANYREQUESTS') {
-        return { outcome: 'throttled', user: null, reason: 'too many password checks queued', retryAfterMs: QUEUE_FULL_RETRY_MS };
+        return this.throttled(user, clientIp) ?? { outcome: 'throttled', user: null, reason: 'too many password checks queued', retryAfterMs: QUEUE_FULL_RETRY_MS };
       }
       throw err; // RegistryError UNAVAILABLE: verification itself broke, not the client's fault
     }
@@ -141,6 +140,14 @@ export class Authenticator {
     // Requests that joined one verification are one guess, not many. An unknown name counts like a known one.
     if (result.source === 'verified') this.throttle.recordFailure(user, clientIp);
     return { outcome: 'failed', user: null, reason: entry ? 'wrong password' : 'unknown user' };
+  }
+
+  /** The throttled answer for this user and address, or null while they may still be checked. */
+  private throttled(user: string, clientIp: string): AuthResult | null {
+    const blocked = this.throttle.check(user, clientIp);
+    if (!blocked) return null;
+    const reason = blocked.scope === 'user' ? 'too many failed logins for this user from this address' : 'too many failed logins from this address';
+    return { outcome: 'throttled', user: null, reason, retryAfterMs: blocked.retryAfterMs };
   }
 
   /** Re-read the file now. A missing or bad file is logged (naming file and line) and the last good one kept. */

@@ -59,6 +59,7 @@ interface Job {
   readonly password: string;
   readonly hash: string;
   readonly kind: CheckKind;
+  readonly admit: (() => RegistryError | null) | undefined;
   readonly resolve: (ok: boolean) => void;
   readonly reject: (err: Error) => void;
   tries: number;
@@ -92,10 +93,13 @@ export class BcryptPool {
     for (let i = 0; i < this.size; i++) this.slots[i] = this.spawn(i);
   }
 
-  /** Does `password` match `hash`, a bcrypt hash or (kind `crypt`) one of crypt.ts'? Rejects with
+  /**
+   * Does `password` match `hash`, a bcrypt hash or (kind `crypt`) one of crypt.ts'? Rejects with
    * RegistryError: TOOMANYREQUESTS when the queue is full, UNAVAILABLE when the pool is closed or the check
-   * could not run. */
-  compare(password: string, hash: string, kind: CheckKind = 'bcrypt'): Promise<boolean> {
+   * could not run, or `admit`'s error: asked again when the check's turn comes, so a check queued behind a
+   * flood is not run once the caller's failures have since been throttled.
+   */
+  compare(password: string, hash: string, kind: CheckKind = 'bcrypt', admit?: () => RegistryError | null): Promise<boolean> {
     if (this.closed) return Promise.reject(new RegistryError('UNAVAILABLE', 'password verification is shutting down'));
     if (this.queue.length >= this.maxPending && !this.slots.some((s) => s !== null && s.job === null)) {
       return Promise.reject(
@@ -103,7 +107,7 @@ export class BcryptPool {
       );
     }
     return new Promise<boolean>((resolve, reject) => {
-      this.queue.push({ id: this.nextId++, password, hash, kind, resolve, reject, tries: 0 });
+      this.queue.push({ id: this.nextId++, password, hash, kind, admit, resolve, reject, tries: 0 });
       this.dispatch();
     });
   }
@@ -160,7 +164,9 @@ export class BcryptPool {
     this.completedCount++;
     if (reply.error !== null) job.reject(new RegistryError('UNAVAILABLE', `password verification failed: ${reply.error}`));
     else job.resolve(reply.ok);
-    this.dispatch();
+    // The next job starts once the caller has acted on this result (a failure it records may throttle the
+    // jobs queued behind: their `admit` is asked at dispatch), i.e. after the microtasks it queued.
+    setImmediate(() => this.dispatch());
   }
 
   private onExit(index: number, slot: Slot): void {
@@ -191,6 +197,12 @@ export class BcryptPool {
       }
       if (slot.job !== null) continue;
       const job = this.queue.shift()!;
+      const refused = job.tries === 0 ? (job.admit?.() ?? null) : null;
+      if (refused !== null) {
+        job.reject(refused);
+        i--; // this slot is still free for the next job
+        continue;
+      }
       job.tries++;
       slot.job = job;
       slot.worker.ref();

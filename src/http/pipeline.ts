@@ -316,6 +316,7 @@ function finish(deps: PipelineDeps, ex: Exchange, res: ServerResponse): void {
   if (record.aborted) metrics.aborted.inc();
   if (record.error === 'upstream_unavailable') metrics.upstreamErrors.inc({ kind: 'unavailable' });
   if (record.error === 'upstream_timeout') metrics.upstreamErrors.inc({ kind: 'timeout' });
+  if (record.error === 'upstream_protocol') metrics.upstreamErrors.inc({ kind: 'protocol' });
   logger[accessLevel(record)](record, 'request');
   const event = auditEventOf({ ...record, identity: ex.identity, denied: ex.denied, digest: upstream?.digest ?? null }, new Date());
   if (event) ex.audit.record(event);

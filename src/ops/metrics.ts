@@ -11,6 +11,7 @@
  * ACME orders happen in the primary, which serves its own small registry next to the aggregate.
  */
 import cluster from 'node:cluster';
+import { PerformanceObserver, constants as perf } from 'node:perf_hooks';
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 const LABELS = ['method', 'operation', 'status_class'] as const;
@@ -50,7 +51,7 @@ export class Metrics {
   });
   readonly upstreamErrors = new Counter({
     name: 'portcullis_upstream_errors_total',
-    help: 'Requests the upstream could not serve: unavailable (refused, reset) or timeout.',
+    help: 'Requests the upstream could not serve: unavailable (refused, reset), timeout, or protocol (an answer the proxy does not read).',
     labelNames: ['kind'],
     registers: [this.registry],
   });
@@ -76,8 +77,27 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /**
+   * Every garbage collection, by kind. prom-client's gc histogram reads only the first entry of each
+   * observer batch (lib/metrics/gc.js), so it undercounts exactly when collections come in bursts: a full-GC
+   * storm (src/runtime/node-flags.ts) is what this counter is for.
+   */
+  readonly gc = new Counter({
+    name: 'portcullis_gc_total',
+    help: 'Garbage collections, by kind: major (full mark-compact), minor (scavenge), incremental, weakcb.',
+    labelNames: ['kind'],
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' });
+    for (const kind of Object.values(GC_KINDS)) this.gc.inc({ kind }, 0);
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        const kind = GC_KINDS[(entry as { detail?: { kind?: number } }).detail?.kind ?? 0];
+        if (kind !== undefined) this.gc.inc({ kind });
+      }
+    }).observe({ entryTypes: ['gc'] });
     // A worker answers the primary's aggregation requests from this registry. prom-client installs the
     // worker's answering listener only in the AggregatorRegistry constructor (setRegistries alone leaves
     // the primary waiting until its 5 s timeout, and /metrics answers 500), hence the instance.
@@ -87,6 +107,13 @@ export class Metrics {
     }
   }
 }
+
+const GC_KINDS: Record<number, string> = {
+  [perf.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+  [perf.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+  [perf.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+  [perf.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+};
 
 /**
  * portcullis_tls_certificate_expiry_seconds: seconds until the served certificate expires, whatever its

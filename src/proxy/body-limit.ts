@@ -26,25 +26,36 @@ export class BodyLimit extends Transform {
     this.#declared = declared;
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.bytes += chunk.length;
-    if (this.limit > 0 && this.bytes > this.limit) {
-      callback(bodyTooLarge(this.limit));
-      return;
-    }
+  /**
+   * Counts `n` more bytes of the body: null when they may go on, else the error that cuts the body there
+   * (nothing of a chunk that crosses the limit may reach the registry). The raw path (relay.ts) calls this
+   * directly; the general path streams the body through the Transform below.
+   */
+  admit(n: number): RegistryError | FramingError | null {
+    this.bytes += n;
+    if (this.limit > 0 && this.bytes > this.limit) return bodyTooLarge(this.limit);
     if (this.#declared !== null && this.bytes > this.#declared) {
-      callback(new FramingError(`request body longer than its Content-Length of ${this.#declared}`));
-      return;
+      return new FramingError(`request body longer than its Content-Length of ${this.#declared}`);
     }
-    callback(null, chunk);
+    return null;
+  }
+
+  /** At the end of the body: null when it was as long as declared. */
+  ended(): FramingError | null {
+    if (this.#declared !== null && this.bytes !== this.#declared) {
+      return new FramingError(`request body of ${this.bytes} bytes, declared ${this.#declared}`);
+    }
+    return null;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const refused = this.admit(chunk.length);
+    if (refused) callback(refused);
+    else callback(null, chunk);
   }
 
   override _flush(callback: TransformCallback): void {
-    if (this.#declared !== null && this.bytes !== this.#declared) {
-      callback(new FramingError(`request body of ${this.bytes} bytes, declared ${this.#declared}`));
-      return;
-    }
-    callback();
+    callback(this.ended());
   }
 }
 

@@ -3,6 +3,11 @@
  * plan's meter, and streams the answer back with the plan's header rewrite (or, for a JSON answer the plan
  * transforms, the transformed body).
  *
+ * Two ways, one plan and one outcome: to a plain-HTTP registry, pulls and pushes (GET and HEAD without a
+ * body, POST, PUT, PATCH) go over the pooled raw path (relay.ts over upstream-pool.ts), which carries their
+ * bytes without Node's HTTP client; everything else (an https registry, the catalog transform, DELETE and
+ * other methods) goes the general way below, over http-proxy.
+ *
  * http-proxy 1.18 builds and sends the upstream request; the response is written here (`selfHandleResponse`),
  * so that the status, the headers and the end of every response are ours. What it gets wrong is done here
  * instead (node-http-proxy issues cited inline):
@@ -28,7 +33,9 @@ import { endAfterDrain, sendError } from '../http/reply.js';
 import type { Logger } from '../ops/log.js';
 import type { BodyLimit } from './body-limit.js';
 import { dropResponseHopHeaders } from './headers.js';
+import { relay } from './relay.js';
 import { upstreamAgent } from './upstream-agent.js';
+import { UpstreamPool } from './upstream-pool.js';
 
 export interface ForwarderOptions {
   upstream: URL;
@@ -55,7 +62,14 @@ export interface ForwardPlan {
 }
 
 /** Why the proxy answered or cut a forwarded exchange itself: stable codes for the access log and metrics. */
-export type ForwardError = 'upstream_unavailable' | 'upstream_timeout' | 'upstream_upgrade' | 'body_too_large' | 'bad_framing' | 'bad_upstream_json';
+export type ForwardError =
+  | 'upstream_unavailable'
+  | 'upstream_timeout'
+  | 'upstream_upgrade'
+  | 'upstream_protocol'
+  | 'body_too_large'
+  | 'bad_framing'
+  | 'bad_upstream_json';
 
 /** What happened on the registry side, filled in as the exchange goes. */
 export interface UpstreamOutcome {
@@ -84,6 +98,8 @@ interface State {
 
 export class Forwarder {
   readonly agent: http.Agent;
+  /** The raw path's connections; null for an https registry, which goes the general way only. */
+  readonly #pool: UpstreamPool | null;
   readonly #proxy: httpProxy;
   readonly #options: ForwarderOptions;
   readonly #states = new WeakMap<IncomingMessage, State>();
@@ -91,6 +107,16 @@ export class Forwarder {
   constructor(options: ForwarderOptions) {
     this.#options = options;
     this.agent = upstreamAgent(options.upstream, options.ca, options.maxSockets);
+    this.#pool =
+      options.upstream.protocol === 'http:'
+        ? new UpstreamPool({
+            host: options.upstream.hostname.replace(/^\[|\]$/g, ''),
+            port: Number(options.upstream.port || 80),
+            maxSockets: options.maxSockets,
+            // As the agent's (upstream-agent.ts): well before the registry would close an idle connection.
+            idleTimeoutMs: 30_000,
+          })
+        : null;
     this.#proxy = httpProxy.createProxyServer({
       target: options.upstream.origin,
       agent: this.agent,
@@ -112,6 +138,10 @@ export class Forwarder {
    * response to the client is closed, whichever way. `outcome` is filled in as it goes.
    */
   forward(req: IncomingMessage, res: ServerResponse, plan: ForwardPlan, outcome: UpstreamOutcome): Promise<void> {
+    if (this.#pool !== null && this.#takesRawPath(req, plan)) {
+      const { timeoutMs, logger, upstream } = this.#options;
+      return relay(req, res, plan, outcome, { pool: this.#pool, timeoutMs, logger, origin: upstream.origin });
+    }
     const state: State = { plan, outcome, started: performance.now(), proxyReq: null, proxyRes: null };
     this.#states.set(req, state);
     return new Promise<void>((resolve) => {
@@ -175,6 +205,23 @@ export class Forwarder {
   close(): void {
     this.#proxy.close();
     this.agent.destroy();
+    this.#pool?.close();
+  }
+
+  /** Pulls and pushes whose answer is passed on as it is: GET and HEAD without a body, POST, PUT and PATCH. */
+  #takesRawPath(req: IncomingMessage, plan: ForwardPlan): boolean {
+    if (plan.transformJson !== undefined) return false;
+    switch (req.method) {
+      case 'GET':
+      case 'HEAD':
+        return plan.body === null;
+      case 'POST':
+      case 'PUT':
+      case 'PATCH':
+        return true;
+      default:
+        return false;
+    }
   }
 
   #onProxyReq(proxyReq: http.ClientRequest, req: IncomingMessage, res: ServerResponse): void {

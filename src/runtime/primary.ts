@@ -18,6 +18,7 @@ import { loadConfig, type Config } from '../config/load.js';
 import { loadHtpasswdFile } from '../auth/htpasswd-file.js';
 import { RestartBackoff } from './backoff.js';
 import { checkListen, displayHost } from './listen.js';
+import { withGcFlags } from './node-flags.js';
 import type { Logger } from '../ops/log.js';
 import { createAcmeMetrics } from '../ops/metrics.js';
 import { startProbeServer, upstreamProbe } from '../ops/probes.js';
@@ -49,6 +50,9 @@ export async function runPrimary(config: Config, logger: Logger): Promise<number
   const startedAt = new Map<number, number>();
   const restarts = new Set<NodeJS.Timeout>();
   const backoff = new RestartBackoff();
+  // Workers inherit the primary's execArgv; the primary may have got its GC flags at run time instead
+  // (the npm bin), so they are put on the workers' command line here.
+  cluster.setupPrimary({ execArgv: withGcFlags(process.execArgv) });
   const fork = (): void => {
     const w = cluster.fork();
     startedAt.set(w.id, performance.now());

@@ -38,6 +38,8 @@ export interface StartPortcullisOptions {
   readyTimeoutMs?: number;
   /** Extra CLI arguments after `serve --config FILE`. */
   args?: string[];
+  /** The Node binary to run it on (another major: test/helpers/nodes.ts). Default: the one running the suite. */
+  node?: string;
 }
 
 export interface RunningPortcullis {
@@ -84,7 +86,7 @@ export async function startPortcullis(config: string | object, opts: StartPortcu
   const waitForMetrics = opts.waitForMetrics ?? (hasMetrics(text) || env['PORTCULLIS_METRICS_LISTEN'] !== undefined);
   const readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
 
-  const proc = spawn(process.execPath, [CLI, 'serve', '--config', configFile, ...(opts.args ?? [])], {
+  const proc = spawn(opts.node ?? process.execPath, [CLI, 'serve', '--config', configFile, ...(opts.args ?? [])], {
     cwd: opts.cwd ?? dir,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -10,10 +10,13 @@ import { loadConfig, type Config } from '../../config/load.js';
 import { PortcullisError } from '../../errors.js';
 import { runInstance } from '../../runtime/instance.js';
 import { createLogger } from '../../ops/log.js';
+import { ensureGcFlags } from '../../runtime/node-flags.js';
 import { runPrimary } from '../../runtime/primary.js';
 import type { CommandIO } from '../io.js';
 
 export async function serveCommand(argv: string[], io: CommandIO): Promise<number> {
+  // Before anything allocates: the GC flags this Node major needs, if the command line lacked them.
+  const gcFlagsSet = ensureGcFlags();
   // SIGHUP's default action is to exit: a reload signal sent while we start must not kill the proxy.
   process.on('SIGHUP', () => {});
   const file = optionValue(argv, '--config') ?? 'proxy.yaml';
@@ -25,6 +28,7 @@ export async function serveCommand(argv: string[], io: CommandIO): Promise<numbe
     return 1;
   }
   const logger = createLogger(config.log.level);
+  if (gcFlagsSet.length > 0) logger.debug({ gcFlags: gcFlagsSet }, 'GC flags set at run time');
   try {
     if (config.workers > 1 && cluster.isPrimary) return await runPrimary(config, logger);
     return await runInstance(config, logger);
