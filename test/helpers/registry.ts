@@ -123,6 +123,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
 
   const isAddrInUse = (e: unknown): boolean => e instanceof Error && /address already in use/i.test(e.message);
 
+  const killed = new WeakSet<ChildProcess>();
   const stop = async (): Promise<void> => {
     const c = child;
     child = null;
@@ -175,11 +176,15 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
       removeTempDir(dir);
     },
     output: () => out.toString(),
-    running: () => child !== null && child.exitCode === null && child.signalCode === null,
+    // A SIGKILLed child counts as gone at once: its 'exit' may not have been seen yet (a busy machine), and
+    // a caller asking whether to restart it must not be told it still runs.
+    running: () => child !== null && child.exitCode === null && child.signalCode === null && !killed.has(child),
     signal: (sig) => {
       const c: ChildProcess | null = child;
-      if (c === null || c.exitCode !== null || c.signalCode !== null) return false;
-      return c.kill(sig);
+      if (c === null || c.exitCode !== null || c.signalCode !== null || killed.has(c)) return false;
+      const sent = c.kill(sig);
+      if (sent && sig === 'SIGKILL') killed.add(c);
+      return sent;
     },
   };
 }
