@@ -111,10 +111,10 @@ export interface Transfer {
 }
 
 /** GET a blob to /dev/null; with `range` ([first, last] byte) a 206 of that part (warm-ups). */
-export async function download(t: Target, a: Access, path: string, expectBytes: number, range?: [number, number]): Promise<Transfer> {
+export async function download(t: Target, a: Access, path: string, expectBytes: number, range?: [number, number], timeoutMs = 300_000): Promise<Transfer> {
   const args = [...curlBase(t, a), '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{time_total}'];
   if (range) args.push('-r', `${range[0]}-${range[1]}`);
-  const r = await runOk('curl', [...args, `${t.origin}${path}`], { timeoutMs: 300_000 });
+  const r = await runOk('curl', [...args, `${t.origin}${path}`], { timeoutMs });
   const c = parseCurlW(r.stdout);
   const want = range ? range[1] - range[0] + 1 : expectBytes;
   if (c.status !== (range ? 206 : 200) || c.bytes !== want) throw new Error(`${t.id}: GET ${path}: ${c.status}, ${c.bytes} bytes (expected ${want})`);
