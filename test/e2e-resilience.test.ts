@@ -6,7 +6,7 @@
  * (An upstream that accepts and then stays silent needs a fake registry: forwarder.test.ts covers it.)
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -17,6 +17,7 @@ import { accessLines, type LogLine, type RunningPortcullis } from './helpers/por
 import type { RunningRegistry } from './helpers/registry.js';
 import { startStack, type Stack } from './helpers/stack.js';
 import type { TestCerts } from './helpers/tls.js';
+import { establishedTo } from './helpers/procstat.js';
 import { eventually } from './helpers/wait.js';
 import { basic } from './helpers/wire.js';
 
@@ -46,37 +47,10 @@ function withDigest(location: string, digest: string): string {
   return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
 }
 
-/**
- * ESTABLISHED TCP connections owned by `pid` whose remote port is `port`, from the kernel's tables
- * (/proc/net/tcp{,6} joined with the socket inodes in /proc/PID/fd). No external tool needed.
- */
-function establishedTo(pid: number, port: number): number {
-  const inodes = new Set<string>();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m) inodes.add(m[1]!);
-    } catch {
-      /* closed while we looked */
-    }
-  }
-  let count = 0;
-  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    if (!existsSync(table)) continue;
-    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 10) continue;
-      const remotePort = parseInt(f[2]!.split(':')[1]!, 16);
-      if (f[3] === '01' && remotePort === port && inodes.has(f[9]!)) count++;
-    }
-  }
-  return count;
-}
-
 /** Wait (up to 5 s) until the proxy (`pid`) holds at most `max` connections to the registry. */
 function registryConnectionsAtMost(pid: number, max: number, when: string): Promise<true> {
   return eventually(`at most ${max} connections to the registry ${when}`, async () => {
-    const n = establishedTo(pid, registry.port);
+    const n = establishedTo([pid], registry.port);
     assert.ok(n <= max, `${n} connections to the registry ${when}`);
     return true;
   }, 5000);
@@ -152,13 +126,13 @@ describe('clients that abort', () => {
     // Baseline: one normal download leaves at most its connection in the keep-alive pool.
     const normal = await px(`/v2/e2e/abort/blobs/${digest}`);
     assert.equal(normal.status, 200);
-    const baseline = establishedTo(pid, registry.port);
+    const baseline = establishedTo([pid], registry.port);
     assert.ok(baseline <= 2, `baseline: ${baseline} connections to the registry`);
 
     // 30 downloads, held still after their first bytes (the rest of the 8 MiB still to come): the proxy holds
     // one registry connection for each, which the count sees. Then every client goes away at once.
     const downloads = await Promise.all(Array.from({ length: 30 }, () => startedDownload(`${proxy.url}/v2/e2e/abort/blobs/${digest}`)));
-    const held = establishedTo(pid, registry.port);
+    const held = establishedTo([pid], registry.port);
     assert.ok(held >= 20, `only ${held} registry connections while 30 downloads were in flight: the count does not see them`);
     for (const d of downloads) {
       assert.ok(d.received > 0 && d.received < BLOB.length, `a download got ${d.received} bytes before its abort`);
