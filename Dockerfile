@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Portcullis: build with the full toolchain, run on a slim base as an unprivileged user.
 # Config, certificates and htpasswd are not in the image: mount them under /etc/portcullis (docs/deploy.md).
+# The image writes them too: docker run --rm -u "$(id -u):$(id -g)" -v "$PWD:/work" IMAGE init /work --host NAME
 
 # Node 24 LTS on Debian 13. Change here (or --build-arg NODE_IMAGE=...) to move both stages together;
 # pin a digest (node:24-trixie-slim@sha256:...) for reproducible builds.

@@ -40,6 +40,7 @@ export const PORTCULLIS_ERRORS = {
   PCL_ERR_DEPENDENCY: 'a library lacks something the proxy relies on (refused at start-up)',
   PCL_ERR_ACME: 'a certificate order failed (with the reason the CA gave), or tls.acme.storage cannot be used',
   PCL_ERR_LISTEN: 'an address in listen or metrics.listen cannot be bound (in use, not permitted, not on this machine)',
+  PCL_ERR_EXISTS: 'init would overwrite a file that exists (named); nothing was written',
 } as const;
 
 export type PortcullisErrorCode = keyof typeof PORTCULLIS_ERRORS;

@@ -58,7 +58,7 @@ describe('check-config', () => {
     assert.deepEqual(printed, {
       listen: '0.0.0.0:5043',
       tls: { cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), minVersion: 'TLSv1.2' },
-      upstream: { url: 'http://127.0.0.1:5000', timeout: '5m', maxSockets: 128 },
+      upstream: { url: 'http://127.0.0.1:5000', timeout: '5m', maxSockets: 1024 },
       auth: {
         htpasswd: join(dir, 'htpasswd'),
         realm: 'Registry Realm',

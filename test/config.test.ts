@@ -29,7 +29,7 @@ test('the documented example config parses with defaults, paths relative to the 
 tls: { cert: certs/server.crt, key: certs/server.key, minVersion: TLSv1.2 }
 upstream: { url: "http://127.0.0.1:5000" }
 auth: { htpasswd: auth/htpasswd, realm: "Registry Realm" }
-limits: { maxBodySize: 1G }
+limits: { maxBodySize: 20G }
 `,
     '/etc/portcullis/proxy.yaml',
   );
@@ -46,9 +46,10 @@ limits: { maxBodySize: 1G }
   assert.equal(c.upstream.url.origin, 'http://127.0.0.1:5000');
   assert.equal(c.auth.htpasswd, '/etc/portcullis/auth/htpasswd');
   assert.equal(c.auth.realm, 'Registry Realm');
-  assert.equal(c.limits.maxBodySize, 1024 ** 3);
+  assert.equal(c.limits.maxBodySize, 20 * 1024 ** 3);
   assert.equal(c.limits.headersTimeoutMs, 30_000);
   assert.equal(c.upstream.timeoutMs, 300_000);
+  assert.equal(c.upstream.maxSockets, 1024);
   assert.equal(c.workers, 1);
   assert.equal(c.metrics, null);
   assert.equal(c.shutdown.gracePeriodMs, 30_000);

@@ -566,6 +566,15 @@ describe('docs/deploy.md', () => {
     assert.equal(cfg.metrics?.port, 9090);
   });
 
+  it('its Compose section starts with portcullis init, from a checkout and from the image', () => {
+    const compose = doc.slice(doc.indexOf('## Docker Compose'));
+    const first = /```sh\n([\s\S]+?)```/.exec(compose);
+    assert.ok(first, 'a shell block in the Compose section');
+    assert.match(first[1]!, /^portcullis init \S+ --host \S+/m);
+    assert.match(first[1]!, /docker compose up -d/);
+    assert.match(compose, /docker run --rm -u "\$\(id -u\):\$\(id -g\)" -v "\$PWD:\/work" portcullis:local init \/work --host /);
+  });
+
   it('names every file in deploy/kubernetes', () => {
     for (const f of ['namespace.yaml', 'registry.yaml', 'portcullis.yaml', 'secrets.example.yaml']) {
       assert.ok(doc.includes(f), f);

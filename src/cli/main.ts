@@ -8,6 +8,9 @@ import type { CommandIO } from './io.js';
 
 const USAGE = `Usage: portcullis <command>
 
+  init [DIR] --host NAME... [--ip ADDR]... [--user NAME] [--acme EMAIL]
+                                          write a ready registry into DIR: proxy.yaml, docker-compose.yml,
+                                          .env, certs/, auth/htpasswd (one user, password printed once)
   serve --config FILE                     run the proxy (default config: ./proxy.yaml)
   check-config [FILE]                     validate a config and print the effective settings
   htpasswd add|remove|list|verify FILE [USER] [--cost N] [--password-stdin]
@@ -21,6 +24,8 @@ async function main(argv: string[]): Promise<number> {
   const io: CommandIO = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, isTTY: Boolean(process.stdin.isTTY) };
   const [command, ...rest] = argv;
   switch (command) {
+    case 'init':
+      return (await import('./commands/init.js')).initCommand(rest, io);
     case 'serve':
       return (await import('./commands/serve.js')).serveCommand(rest, io);
     case 'check-config':

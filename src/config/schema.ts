@@ -145,8 +145,11 @@ export const configSchema = z.strictObject({
     /** Upstream idle timeout: no bytes either way for this long -> 504 (or a cut stream). Long, because the
      * final `PUT ?digest=` of a big layer may take minutes (a 60 s limit broke pushes: traefik#10741). */
     timeout: duration.prefault('5m'),
-    /** Most sockets kept open to the upstream (the keep-alive pool). */
-    maxSockets: z.number().int().min(1).max(10_000).prefault(128),
+    /** Most connections open to the upstream at once, per pool. One exchange holds one for its whole length
+     * (HTTP/1.1), and beyond the limit requests wait in line for one: 100 docker clients pulling at once run
+     * 300 layer downloads (3 each), so the default leaves room above that rather than queue manifests behind
+     * multi-gigabyte layers. */
+    maxSockets: z.number().int().min(1).max(10_000).prefault(1024),
   }),
   auth: z.strictObject({
     htpasswd: z.string().min(1),

@@ -334,7 +334,10 @@ export class Forwarder {
     const timeout = err instanceof UpstreamTimeoutError;
     if (res.writableEnded || (!timeout && req.socket.destroyed && codeOf(err) === 'ECONNRESET')) return; // client left
     outcome.error = timeout ? 'upstream_timeout' : 'upstream_unavailable';
-    this.#options.logger.warn({ err: codeOf(err), upstream: this.#options.upstream.origin }, timeout ? 'upstream timed out' : 'upstream unavailable');
+    this.#options.logger.warn(
+      { err: codeOf(err), upstream: this.#options.upstream.origin, ...certificateProblem(err) },
+      timeout ? 'upstream timed out' : 'upstream unavailable',
+    );
     const answer = timeout
       ? new RegistryError('UNAVAILABLE', 'upstream registry did not answer in time', { status: 504 })
       : new RegistryError('UNAVAILABLE', 'upstream registry unavailable', { status: 502, detail: { reason: codeOf(err) } });
@@ -353,6 +356,25 @@ export class Forwarder {
     }
     sendError(res, answer);
   }
+}
+
+/** OpenSSL's certificate verification codes as Node reports them, and Node's own name check. */
+const CERTIFICATE_CODE = /^(?:ERR_TLS_CERT_ALTNAME_INVALID|UNABLE_TO_\w+|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|CERT_\w+|INVALID_CA|INVALID_PURPOSE|PATH_LENGTH_EXCEEDED|HOSTNAME_MISMATCH|ERROR_IN_CERT_\w+)$/;
+
+/**
+ * An https registry whose certificate the proxy refused: its code alone (SELF_SIGNED_CERT_IN_CHAIN) does not
+ * tell an operator what to change, so the log line says it in words, with the setting to look at.
+ */
+export function certificateProblem(err: unknown): { reason: string; hint: string } | null {
+  const code = codeOf(err);
+  if (!(err instanceof Error) || !CERTIFICATE_CODE.test(code)) return null;
+  const hint =
+    code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH'
+      ? "the registry's certificate does not name the host of upstream.url"
+      : code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID'
+        ? "the registry's certificate is outside its validity period"
+        : "the registry's certificate is not signed by a CA the proxy trusts: set upstream.ca to the CA that signed it";
+  return { reason: `registry certificate refused: ${err.message}`, hint };
 }
 
 /**

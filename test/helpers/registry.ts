@@ -1,6 +1,6 @@
 /**
  * A real CNCF distribution 2.8 registry (`docker-registry serve`, the same code as the registry:2 image)
- * on 127.0.0.1, plain HTTP, no auth (unless asked), filesystem storage in a temp dir.
+ * on 127.0.0.1, plain HTTP (or HTTPS with `tls`), no auth (unless asked), filesystem storage in a temp dir.
  *
  * Config keys that matter here (distribution 2.8):
  * - `http.host`: when set, every Location the registry builds is absolute with THIS origin. Without it the
@@ -15,7 +15,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { freePort, makeTempDir, removeTempDir, sleep, TailBuffer, terminate, track } from './proc.js';
 
@@ -36,10 +37,12 @@ export interface RegistryOptions {
   readyTimeoutMs?: number;
   /** `storage.filesystem.rootdirectory` (e.g. a small tmpfs); created if missing, never removed. Default: in the temp dir. */
   dataDir?: string;
+  /** `http.tls`: the registry serves HTTPS itself with this certificate (chain) and key, as some guides set it up. */
+  tls?: { certificate: string; key: string };
 }
 
 export interface RunningRegistry {
-  /** "http://127.0.0.1:PORT" (no trailing slash). */
+  /** "http://127.0.0.1:PORT" (https:// with `tls`; no trailing slash). */
   url: string;
   port: number;
   /** "127.0.0.1:PORT", the form image references use. */
@@ -70,6 +73,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
   const out = new TailBuffer();
   const readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
   const readyStatus = opts.htpasswd === undefined ? 200 : 401;
+  const scheme = opts.tls === undefined ? 'http' : 'https';
 
   let port = opts.port ?? (await freePort());
   let child: ChildProcess | null = null;
@@ -89,6 +93,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
         secret: 'portcullis-test-http-secret',
         ...(opts.host !== undefined ? { host: opts.host } : {}),
         ...(opts.relativeUrls !== undefined ? { relativeurls: opts.relativeUrls } : {}),
+        ...(opts.tls !== undefined ? { tls: { certificate: opts.tls.certificate, key: opts.tls.key } } : {}),
       },
       ...(opts.htpasswd !== undefined ? { auth: { htpasswd: { realm: 'test', path: opts.htpasswd } } } : {}),
     };
@@ -112,7 +117,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
     const deadline = Date.now() + readyTimeoutMs;
     for (;;) {
       if (state.exited !== null) throw new Error(`${state.exited}\n--- registry output ---\n${out.toString()}`);
-      if ((await probe(`http://127.0.0.1:${port}/v2/`)) === readyStatus) return;
+      if ((await probe(`${scheme}://127.0.0.1:${port}/v2/`)) === readyStatus) return;
       if (Date.now() > deadline) {
         await terminate(proc, 'SIGKILL');
         throw new Error(`registry not ready on port ${port} after ${readyTimeoutMs} ms\n--- registry output ---\n${out.toString()}`);
@@ -148,7 +153,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
   }
 
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${scheme}://127.0.0.1:${port}`,
     port,
     hostPort: `127.0.0.1:${port}`,
     dataDir,
@@ -189,13 +194,16 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
   };
 }
 
-/** Status of a GET, or 0 when nothing answers. */
+/** Status of a GET, or 0 when nothing answers. Readiness only: an https registry's certificate is not checked here. */
 function probe(url: string): Promise<number> {
   return new Promise((resolve) => {
-    const req = httpRequest(url, { agent: false, timeout: 1000 }, (res) => {
+    const onResponse = (res: IncomingMessage): void => {
       res.resume();
       resolve(res.statusCode ?? 0);
-    });
+    };
+    const req = url.startsWith('https:')
+      ? httpsRequest(url, { agent: false, timeout: 1000, rejectUnauthorized: false }, onResponse)
+      : httpRequest(url, { agent: false, timeout: 1000 }, onResponse);
     req.once('timeout', () => req.destroy());
     req.once('error', () => resolve(0));
     req.end();

@@ -17,11 +17,11 @@ import {
   createCertificateAuthority,
   createServerCertificate,
   normalizeDnsName,
-  normalizeIp,
   type CertificateAuthority,
 } from '../../tls/ca.js';
 import { PortcullisError, hasErrno } from '../../errors.js';
 import { writeFileAtomic } from '../../files.js';
+import { serverNames, trustSteps, type ServerNames } from '../trust-steps.js';
 
 export const DEFAULT_PORT = 5043;
 
@@ -117,37 +117,22 @@ function parseInitArgs(argv: string[]): InitArgs {
   if (dir.length === 0) throw new PortcullisError('PCL_ERR_USAGE', '--dir must not be empty');
 
   const notes: string[] = [];
-  const hosts: string[] = [];
-  const ips: string[] = [];
   const givenHosts = v.host ?? [];
   const givenIps = v.ip ?? [];
+  let names: ServerNames;
   if (givenHosts.length === 0 && givenIps.length === 0) {
-    hosts.push('localhost');
+    const hosts = ['localhost'];
     const own = hostname();
     try {
       hosts.push(normalizeDnsName(own));
     } catch {
       notes.push(`this machine's hostname "${own}" is not a valid DNS name and was left out; add names with --host`);
     }
-    ips.push('127.0.0.1', '::1');
+    names = serverNames(hosts, ['127.0.0.1', '::1']);
   } else {
-    for (const h of givenHosts) {
-      // An address given as --host still belongs in an IP SAN: a DNS SAN never matches an IP literal.
-      if (isIpLiteral(h)) ips.push(normalizeIp(h));
-      else hosts.push(normalizeDnsName(h));
-    }
-    for (const ip of givenIps) ips.push(normalizeIp(ip));
+    names = serverNames(givenHosts, givenIps);
   }
-  return { dir, hosts: [...new Set(hosts)], ips: [...new Set(ips)], port, days, force: v.force === true, notes };
-}
-
-function isIpLiteral(s: string): boolean {
-  try {
-    normalizeIp(s);
-    return true;
-  } catch {
-    return false;
-  }
+  return { dir, hosts: names.hosts, ips: names.ips, port, days, force: v.force === true, notes };
 }
 
 function wholeNumber(raw: string | undefined, dflt: number, flag: string): number {
@@ -225,22 +210,6 @@ function instructions(
   info: { reuseCa: boolean; caSubject: string; caValidTo: string; notAfter: Date },
 ): string {
   const names = [...args.hosts, ...args.ips];
-  // A wildcard is not a name anyone dials: show the steps for a concrete name under it.
-  const concrete = names.filter((n) => !n.startsWith('*.'));
-  const primary = concrete[0] ?? (args.hosts[0] ?? '*.registry').replace(/^\*\./, 'registry.');
-  const hp = (name: string): string => {
-    const host = name.includes(':') ? `[${name}]` : name;
-    return args.port === 443 ? host : `${host}:${args.port}`;
-  };
-  const target = hp(primary);
-  const ca = sh(paths.caCert);
-  const docker = `/etc/docker/certs.d/${target}`;
-  const containers = `/etc/containers/certs.d/${target}`;
-  const containerd = `/etc/containerd/certs.d/${target}`;
-  const hostsToml =
-    `server = "https://${target}"\\n\\n[host."https://${target}"]\\n` +
-    `  capabilities = ["pull", "resolve"]\\n  ca = "${containerd}/ca.crt"\\n`;
-  const others = concrete.filter((n) => n !== primary).map(hp);
   return `${info.reuseCa ? 'Reused' : 'Created'} the CA ${paths.caCert} (${info.caSubject.replace(/\n/g, ', ')}; valid until ${new Date(info.caValidTo).toISOString()})
   and its key ${paths.caKey}: keep it private; anything it signs is trusted by every client below.
 Wrote ${paths.cert} (server certificate, then the CA; valid until ${info.notAfter.toISOString()})
@@ -249,26 +218,7 @@ Wrote ${paths.cert} (server certificate, then the CA; valid until ${info.notAfte
 Proxy config (proxy.yaml):
   tls: { cert: ${paths.cert}, key: ${paths.key} }
 
-Make clients trust the CA (copy ca.crt only, never ca.key):
-
-  docker, on each client machine (read at every connection, no restart):
-    sudo mkdir -p ${docker} && sudo cp ${ca} ${docker}/ca.crt
-
-  podman, skopeo, buildah, CRI-O:
-    sudo mkdir -p ${containers} && sudo cp ${ca} ${containers}/ca.crt
-
-  the whole system (curl, git, most programs; Debian/Ubuntu):
-    sudo cp ${ca} /usr/local/share/ca-certificates/portcullis.crt && sudo update-ca-certificates
-    (RHEL/Fedora: sudo cp ${ca} /etc/pki/ca-trust/source/anchors/portcullis.crt && sudo update-ca-trust)
-    the docker daemon and containerd read the system store at start: restart them after this step.
-
-  Kubernetes nodes (containerd; its CRI registry config_path must include /etc/containerd/certs.d):
-    sudo mkdir -p ${containerd} && sudo cp ${ca} ${containerd}/ca.crt
-    printf '${hostsToml}' | sudo tee ${containerd}/hosts.toml
-    or add the CA to each node's system trust (above) and restart containerd.
-${others.length > 0 ? `\nRepeat the certs.d steps for each other name clients use: ${others.join(', ')}\n` : ''}
-Then log in:  docker login ${target}
-`;
+${trustSteps({ caPath: paths.caCert, names: { hosts: args.hosts, ips: args.ips }, port: args.port })}`;
 }
 
 function describeExisting(certPath: string): string {
@@ -290,9 +240,4 @@ async function exists(path: string): Promise<boolean> {
     if (hasErrno(err, 'ENOENT')) return false;
     throw err;
   }
-}
-
-/** Quote a path for a copy-pasted shell command when it needs it. */
-function sh(s: string): string {
-  return /^[A-Za-z0-9_./:@%+=,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
