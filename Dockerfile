@@ -34,7 +34,7 @@ EXPOSE 5043
 # The slim image has no curl: ask node itself.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9090/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-# The GC flag Node 24 needs while streaming (src/runtime/node-flags.ts, gcFlagsFor(24)); with another
+# The GC flags Node 24 needs while streaming (src/runtime/node-flags.ts, gcFlagsFor(24)); with another
 # NODE_IMAGE major, use gcFlagsFor(that major): test/deploy.test.ts checks they agree.
-ENTRYPOINT ["node", "--scavenger-max-new-space-capacity-mb=8", "/app/dist/cli/main.js"]
+ENTRYPOINT ["node", "--scavenger-max-new-space-capacity-mb=8", "--initial-old-space-size=64", "/app/dist/cli/main.js"]
 CMD ["serve", "--config", "/etc/portcullis/proxy.yaml"]
