@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -356,6 +356,16 @@ describe('certs init: an existing CA made with openssl', () => {
     const r = await certs(['init', '--dir', dir]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /is not a CA/);
+  });
+});
+
+describe('certs init: a folder the system refuses', () => {
+  it('a file in the path: one line naming the command and the cause, exit 1', async () => {
+    const file = `${newDir()}-file`;
+    writeFileSync(file, 'x');
+    const r = await certs(['init', '--dir', join(file, 'certs')]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^portcullis certs: ENOTDIR: not a directory, .*\n$/);
   });
 });
 

@@ -317,6 +317,16 @@ describe('portcullis init: refusals and options', () => {
     assert.match(r.stdout, /Then log in: {2}docker login registry\.example\.com:5043 -u ops\n$/);
   });
 
+  test('a folder the system refuses (a file in the path): one line naming init and the cause, exit 1', T, async () => {
+    const base = makeTempDir('portcullis-init-notdir-');
+    writeFileSync(join(base, 'plain-file'), 'x');
+    const r = await init([join(base, 'plain-file', 'registry'), '--host', 'registry.example.com']);
+    assert.equal(r.code, 1, describeRun('init', r));
+    assert.match(r.stderr, /^portcullis init: ENOTDIR: not a directory, .*\nNothing was left behind\.\n$/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    assert.deepEqual(readdirSync(base), ['plain-file']);
+  });
+
   test('--password-stdin: that password, never printed', T, async () => {
     const dir = makeTempDir('portcullis-init-stdin-');
     const given = 'given: pass word';

@@ -21,6 +21,7 @@ import {
 } from '../../tls/ca.js';
 import { PortcullisError, hasErrno } from '../../errors.js';
 import { writeFileAtomic } from '../../files.js';
+import { runCommand } from '../run.js';
 import { serverNames, trustSteps, type ServerNames } from '../trust-steps.js';
 
 export const DEFAULT_PORT = 5043;
@@ -59,32 +60,18 @@ export async function certsCommand(argv: string[], io: IO): Promise<number> {
     io.stdout.write(USAGE);
     return 0;
   }
-  let args: InitArgs;
-  try {
-    if (action !== 'init') {
-      throw new PortcullisError('PCL_ERR_USAGE', action === undefined ? 'missing action' : `unknown action "${action}"`);
-    }
-    args = parseInitArgs(rest);
-  } catch (err) {
-    if (err instanceof PortcullisError && err.code === 'PCL_ERR_USAGE') {
-      io.stderr.write(`portcullis certs: ${err.message}\n\n${USAGE}`);
-      return 2;
-    }
-    throw err;
-  }
-  try {
-    return await init(args, io);
-  } catch (err) {
-    if (err instanceof PortcullisError) {
-      io.stderr.write(`portcullis certs: ${err.message}\n`);
-      return err.code === 'PCL_ERR_USAGE' ? 2 : 1;
-    }
-    if (hasErrno(err, 'EACCES', 'EPERM', 'ENOTDIR', 'EROFS', 'ENOSPC', 'EEXIST', 'EISDIR')) {
-      io.stderr.write(`portcullis certs: ${(err as Error).message}\n`);
-      return 1;
-    }
-    throw err;
-  }
+  return runCommand({
+    name: 'certs',
+    usage: USAGE,
+    stderr: io.stderr,
+    parse: () => {
+      if (action !== 'init') {
+        throw new PortcullisError('PCL_ERR_USAGE', action === undefined ? 'missing action' : `unknown action "${action}"`);
+      }
+      return parseInitArgs(rest);
+    },
+    run: (args) => init(args, io),
+  });
 }
 
 function parseInitArgs(argv: string[]): InitArgs {

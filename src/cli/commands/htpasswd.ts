@@ -7,7 +7,7 @@
  * same folder, then rename), so the running proxy never reads half a file.
  */
 import { readFile } from 'node:fs/promises';
-import { PortcullisError, hasErrno } from '../../errors.js';
+import { PortcullisError } from '../../errors.js';
 import {
   BCRYPT_MAX_COST,
   BCRYPT_MIN_COST,
@@ -24,6 +24,7 @@ import {
 } from '../../auth/htpasswd.js';
 import { readIfExists, writeFileAtomic } from '../../files.js';
 import type { CommandIO } from '../io.js';
+import { runCommand } from '../run.js';
 import { readPassword } from '../prompt.js';
 
 const USAGE = `Usage: portcullis htpasswd <action> FILE [USER] [options]
@@ -54,36 +55,25 @@ export async function htpasswdCommand(argv: string[], io: CommandIO): Promise<nu
     io.stdout.write(USAGE);
     return 0;
   }
-  let args: Args;
-  try {
-    args = parseArgs(argv);
-  } catch (err) {
-    if (!(err instanceof PortcullisError && err.code === 'PCL_ERR_USAGE')) throw err;
-    io.stderr.write(`portcullis htpasswd: ${err.message}\n\n${USAGE}`);
-    return 2;
-  }
-  try {
-    switch (args.action) {
-      case 'add':
-        return await add(args, io);
-      case 'remove':
-        return await remove(args, io);
-      case 'list':
-        return await list(args, io);
-      case 'verify':
-        return await verify(args, io);
-    }
-  } catch (err) {
-    if (err instanceof PortcullisError) {
-      io.stderr.write(`portcullis htpasswd: ${err.message}\n`);
-      return 1;
-    }
-    if (hasErrno(err, 'ENOENT', 'EACCES', 'EPERM', 'EISDIR', 'ENOTDIR', 'EROFS', 'ENOSPC', 'EEXIST')) {
-      io.stderr.write(`portcullis htpasswd: ${(err as Error).message}\n`);
-      return 1;
-    }
-    throw err;
-  }
+  return runCommand({
+    name: 'htpasswd',
+    usage: USAGE,
+    stderr: io.stderr,
+    parse: () => parseArgs(argv),
+    run: (args) => {
+      switch (args.action) {
+        case 'add':
+          return add(args, io);
+        case 'remove':
+          return remove(args, io);
+        case 'list':
+          return list(args, io);
+        case 'verify':
+          return verify(args, io);
+      }
+    },
+    moreFileRefusals: ['ENOENT'],
+  });
 }
 
 function parseArgs(argv: string[]): Args {

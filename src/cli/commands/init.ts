@@ -20,6 +20,7 @@ import { PortcullisError, hasErrno } from '../../errors.js';
 import { createCertificateAuthority, createServerCertificate, type ServerCertificate } from '../../tls/ca.js';
 import { DEFAULT_IMAGE, INIT_PATHS, PROXY_PORT, ACME_PORT, initPlan, initTargets, type InitInput, type InitPlan } from '../init-files.js';
 import type { CommandIO } from '../io.js';
+import { runCommand } from '../run.js';
 import { readPassword } from '../prompt.js';
 import { isIpLiteral, registryHostPort, serverNames, shellQuote, trustSteps, type ServerNames } from '../trust-steps.js';
 
@@ -67,32 +68,16 @@ export async function initCommand(argv: string[], io: CommandIO): Promise<number
     io.stdout.write(USAGE);
     return 0;
   }
-  let args: InitArgs;
-  try {
-    args = parseInitArgs(argv);
-  } catch (err) {
-    if (err instanceof PortcullisError && err.code === 'PCL_ERR_USAGE') {
-      io.stderr.write(`portcullis init: ${err.message}\n\n${USAGE}`);
-      return 2;
-    }
-    throw err;
-  }
-  try {
-    return await init(args, io);
-  } catch (err) {
-    if (err instanceof PortcullisError) {
-      io.stderr.write(`portcullis init: ${err.message}\n`);
-      return err.code === 'PCL_ERR_USAGE' ? 2 : 1;
-    }
-    if (hasErrno(err, 'EACCES', 'EPERM', 'ENOTDIR', 'EROFS', 'ENOSPC', 'EEXIST', 'EISDIR')) {
-      const hint = hasErrno(err, 'EACCES', 'EPERM')
-        ? ` (from the image, run it as the folder's owner: docker run -u "$(id -u):$(id -g)" ...)`
-        : '';
-      io.stderr.write(`portcullis init: ${(err as Error).message}${hint}\nNothing was left behind.\n`);
-      return 1;
-    }
-    throw err;
-  }
+  return runCommand({
+    name: 'init',
+    usage: USAGE,
+    stderr: io.stderr,
+    parse: () => parseInitArgs(argv),
+    run: (args) => init(args, io),
+    afterFileRefusal: (err) =>
+      (hasErrno(err, 'EACCES', 'EPERM') ? ` (from the image, run it as the folder's owner: docker run -u "$(id -u):$(id -g)" ...)` : '') +
+      '\nNothing was left behind.',
+  });
 }
 
 function parseInitArgs(argv: string[]): InitArgs {
