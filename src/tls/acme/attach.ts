@@ -44,14 +44,6 @@ export interface AttachedAcme {
   close(): Promise<void>;
 }
 
-/**
- * The manager and, through it, acme-client (with its HTTP stack) are loaded only when tls.acme is set:
- * loaded at start they cost every serving process about 30 MiB of memory (Node 24), ACME or not.
- */
-function loadManager(): Promise<typeof import('./manager.js')> {
-  return import('./manager.js');
-}
-
 /** What the TLS server serves before the first certificate: self-signed for the domains, valid a day. */
 export async function placeholderMaterial(domains: readonly string[]): Promise<TlsMaterial> {
   const pem = await createPlaceholderCertificate(domains);
@@ -75,48 +67,42 @@ export async function attachAcme(
   context: { minVersion: 'TLSv1.2' | 'TLSv1.3'; clientCA: Buffer | null },
   deps: AcmeDeps & { onCertificate?: (c: StoredCertificate, source: CertificateSource) => void },
 ): Promise<AttachedAcme> {
+  return attachManager(acme, alpn, deps, (c, source) => {
+    // setSecureContext replaces every context option: minVersion and the client CAs again (as
+    // runtime/instance.ts reloads do).
+    server.setSecureContext({ cert: c.cert, key: c.key, minVersion: context.minVersion, ...(context.clientCA ? { ca: context.clientCA } : {}) });
+    deps.onCertificate?.(c, source);
+  });
+}
+
+/** workers: N, primary. `workers()` lists the cluster workers (Object.values(cluster.workers ?? {})). */
+export async function startAcmeInPrimary(acme: AcmeConfig, workers: () => WorkerLike[], deps: AcmeDeps): Promise<AttachedAcme & { relay: WorkerAlpnRelay }> {
+  const relay = new WorkerAlpnRelay(workers);
+  // Workers follow cert.pem/key.pem in storage; nothing to swap here.
+  return { ...(await attachManager(acme, relay, deps, () => {})), relay };
+}
+
+/** The http-01 listener and the manager, for either way of running ACME. */
+async function attachManager(
+  acme: AcmeConfig,
+  alpn: Parameters<typeof tlsAlpnSolver>[0] | null,
+  deps: AcmeDeps,
+  onCertificate: AcmeManagerOptions['onCertificate'],
+): Promise<AttachedAcme> {
   const http01 = await startHttpListener(acme, deps.logger);
-  const { AcmeManager } = await loadManager();
+  // The manager, and through it acme-client with its HTTP stack, is loaded only when tls.acme is set:
+  // loaded at start it cost every serving process 11-14 MiB of memory, ACME or not.
+  const { AcmeManager } = await import('./manager.js');
   const manager = new AcmeManager({
     config: acme,
     solver: solverFor(acme, http01.challenges, alpn),
     logger: deps.logger,
     ...(deps.metrics ? { metrics: deps.metrics } : {}),
     ...deps.tuning,
-    onCertificate: (c, source) => {
-      // setSecureContext replaces every context option: minVersion and the client CAs again (as
-      // runtime/instance.ts reloads do).
-      server.setSecureContext({ cert: c.cert, key: c.key, minVersion: context.minVersion, ...(context.clientCA ? { ca: context.clientCA } : {}) });
-      deps.onCertificate?.(c, source);
-    },
+    onCertificate,
   });
   return {
     manager,
-    start: () => manager.start(),
-    close: async () => {
-      await manager.stop();
-      await http01.close();
-    },
-  };
-}
-
-/** workers: N, primary. `workers()` lists the cluster workers (Object.values(cluster.workers ?? {})). */
-export async function startAcmeInPrimary(acme: AcmeConfig, workers: () => WorkerLike[], deps: AcmeDeps): Promise<AttachedAcme & { relay: WorkerAlpnRelay }> {
-  const relay = new WorkerAlpnRelay(workers);
-  const http01 = await startHttpListener(acme, deps.logger);
-  const { AcmeManager } = await loadManager();
-  const manager = new AcmeManager({
-    config: acme,
-    solver: solverFor(acme, http01.challenges, relay),
-    logger: deps.logger,
-    ...(deps.metrics ? { metrics: deps.metrics } : {}),
-    ...deps.tuning,
-    // Workers follow cert.pem/key.pem in storage; nothing to swap here.
-    onCertificate: () => {},
-  });
-  return {
-    manager,
-    relay,
     start: () => manager.start(),
     close: async () => {
       await manager.stop();
