@@ -563,8 +563,8 @@ async function stepFlood(w: World, blob: Blob): Promise<FloodRow[]> {
     const started = performance.now();
     for (let k = 0; k < FLOOD_DOWNLOADS; k++) {
       const left = limitMs - (performance.now() - started);
+      if (left <= 0) return null;
       try {
-        if (left <= 0) return null;
         await download(t, w.access, path, blob.size, undefined, left);
       } catch (e) {
         if (performance.now() - started >= limitMs - 100) return null;
