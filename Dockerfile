@@ -1,7 +1,6 @@
 # syntax=docker/dockerfile:1
 # Portcullis: build with the full toolchain, run on a slim base as an unprivileged user.
 # Config, certificates and htpasswd are not in the image: mount them under /etc/portcullis (docs/deploy.md).
-# The image writes them too: docker run --rm -u "$(id -u):$(id -g)" -v "$PWD:/work" IMAGE init /work --host NAME
 
 # Node 24 LTS on Debian 13. Change here (or --build-arg NODE_IMAGE=...) to move both stages together;
 # pin a digest (node:24-trixie-slim@sha256:...) for reproducible builds.
@@ -34,7 +33,7 @@ EXPOSE 5043
 # The slim image has no curl: ask node itself.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9090/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-# The GC flags Node 24 needs while streaming (src/runtime/node-flags.ts, gcFlagsFor(24)); with another
+# The GC flag Node 24 needs while streaming (src/runtime/node-flags.ts, gcFlagsFor(24)); with another
 # NODE_IMAGE major, use gcFlagsFor(that major): test/deploy.test.ts checks they agree.
-ENTRYPOINT ["node", "--scavenger-max-new-space-capacity-mb=8", "--initial-old-space-size=64", "/app/dist/cli/main.js"]
+ENTRYPOINT ["node", "--scavenger-max-new-space-capacity-mb=8", "/app/dist/cli/main.js"]
 CMD ["serve", "--config", "/etc/portcullis/proxy.yaml"]

@@ -13,7 +13,6 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
@@ -966,16 +965,3 @@ test('pebble, 12 s certificates: renewal under an open download, then a CA outag
   await pebble.close();
 });
 
-test('without tls.acme, a serving process never loads acme-client (it costs every process 7-14 MiB)', () => {
-  // The start path of `serve` as built, in a fresh process: CommonJS packages imported from ESM land in
-  // require.cache, so acme-client's files would be listed there once anything imported it.
-  const script = `
-    await import('./dist/cli/commands/serve.js'); await import('./dist/runtime/primary.js'); await import('./dist/runtime/instance.js');
-    const { createRequire } = await import('node:module');
-    const loaded = Object.keys(createRequire(import.meta.url).cache);
-    console.log(JSON.stringify({ total: loaded.length, acme: loaded.filter((k) => k.includes('/node_modules/acme-client/')).length }));`;
-  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: fileURLToPath(new URL('..', import.meta.url)), encoding: 'utf8' });
-  const counts = JSON.parse(out.trim()) as { total: number; acme: number };
-  assert.ok(counts.total > 20, `the probe sees the CommonJS packages serve loads (${counts.total})`);
-  assert.equal(counts.acme, 0);
-});

@@ -10,14 +10,12 @@ import { loadConfig, type Config } from '../../config/load.js';
 import { PortcullisError } from '../../errors.js';
 import { runInstance } from '../../runtime/instance.js';
 import { createLogger } from '../../ops/log.js';
-import { ensureGcFlags, relaunchWithGcFlags } from '../../runtime/node-flags.js';
+import { ensureGcFlags } from '../../runtime/node-flags.js';
 import { runPrimary } from '../../runtime/primary.js';
 import type { CommandIO } from '../io.js';
 
 export async function serveCommand(argv: string[], io: CommandIO): Promise<number> {
-  // The GC flags this Node major needs, if the command line lacked them: started again with them where Node
-  // can replace the process, else set now, before the proxy allocates.
-  relaunchWithGcFlags();
+  // Before anything allocates: the GC flags this Node major needs, if the command line lacked them.
   const gcFlagsSet = ensureGcFlags();
   // SIGHUP's default action is to exit: a reload signal sent while we start must not kill the proxy.
   process.on('SIGHUP', () => {});

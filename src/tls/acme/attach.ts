@@ -22,7 +22,7 @@ import { HttpChallenges, type TlsAlpnChallenges } from './challenges.js';
 import type { ClientHello } from './client-hello.js';
 import type { AcmeLogger, ChallengeSolver } from './client.js';
 import { createHttpChallengeServer } from './http-challenge.js';
-import type { AcmeManager, AcmeManagerOptions, CertificateSource } from './manager.js';
+import { AcmeManager, type AcmeManagerOptions, type CertificateSource } from './manager.js';
 import { followAlpnRelay, WorkerAlpnRelay, type PrimaryChannel, type WorkerLike } from './relay.js';
 import { createPlaceholderCertificate } from './self-signed.js';
 import { httpSolver, tlsAlpnSolver } from './solvers.js';
@@ -90,9 +90,6 @@ async function attachManager(
   onCertificate: AcmeManagerOptions['onCertificate'],
 ): Promise<AttachedAcme> {
   const http01 = await startHttpListener(acme, deps.logger);
-  // The manager, and through it acme-client with its HTTP stack, is loaded only when tls.acme is set:
-  // loaded at start it cost every serving process 11-14 MiB of memory, ACME or not.
-  const { AcmeManager } = await import('./manager.js');
   const manager = new AcmeManager({
     config: acme,
     solver: solverFor(acme, http01.challenges, alpn),
