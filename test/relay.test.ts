@@ -100,7 +100,7 @@ async function testCerts(): Promise<{ key: string; cert: string }> {
 }
 
 /** The client-facing side, plain HTTP or TLS, relaying every request the way the pipeline would. */
-async function front(upstreamPort: number, opts: { tls?: boolean; timeoutMs?: number; maxBodySize?: number } = {}): Promise<Front> {
+async function front(upstreamPort: number, opts: { tls?: boolean; timeoutMs?: number; maxBodySize?: number; onBodyChunk?: (c: Buffer) => void } = {}): Promise<Front> {
   const pool = new UpstreamPool({ host: '127.0.0.1', port: upstreamPort, maxSockets: 8, idleTimeoutMs: 5000 });
   const exchanges: Exchange[] = [];
   const ctx = { pool, timeoutMs: opts.timeoutMs ?? 5000, logger: createLogger('silent'), origin: `http://127.0.0.1:${upstreamPort}` };
@@ -111,6 +111,7 @@ async function front(upstreamPort: number, opts: { tls?: boolean; timeoutMs?: nu
       ? new BodyLimit(opts.maxBodySize ?? 0, framing.kind === 'length' ? framing.length : null)
       : null;
     const outcome: UpstreamOutcome = { status: null, ms: null, bytesOut: 0, digest: null, error: null, settled: false };
+    if (opts.onBodyChunk) req.prependListener('data', opts.onBodyChunk);
     void relay(req, res, { body, responseHeaders: () => {} }, outcome, ctx).then(() =>
       exchanges.push({ ...outcome, aborted: !res.writableFinished && !outcome.settled }),
     );
@@ -435,7 +436,7 @@ describe('backpressure and buffer reuse', () => {
 
 describe('request bodies (uploads)', () => {
   /** A front over a recording registry (helpers/wire.ts: it frames bodies as a strict server does). */
-  async function recorded(opts: { timeoutMs?: number; maxBodySize?: number } = {}): Promise<{ up: RecordingUpstream; fr: Front }> {
+  async function recorded(opts: { timeoutMs?: number; maxBodySize?: number; tls?: boolean; onBodyChunk?: (c: Buffer) => void } = {}): Promise<{ up: RecordingUpstream; fr: Front }> {
     const up = await startRecordingUpstream((r) => `HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nX-Got: ${r.body.length}\r\n\r\n`);
     const fr = await front(up.port, opts);
     cleanups.push(() => up.close(), () => fr.close());
@@ -484,6 +485,29 @@ describe('request bodies (uploads)', () => {
     assert.equal(up.header(up.requests[0]!, 'transfer-encoding'), 'chunked');
     assert.doesNotMatch(up.raw.get(up.requests[0]!.conn)!.toString('latin1'), /X-Evil-Trailer/i);
     assert.equal(up.requests[1]!.conn, up.requests[0]!.conn);
+  });
+
+  test('each body chunk is freed once the registry socket has written it (Node 22+), and the bytes are intact', async () => {
+    // Node's parser gives every TLS record of the body its own ArrayBuffer; the relay detaches it with
+    // ArrayBuffer.prototype.transfer(0) after the write's callback. Node 20 has no transfer: the GC frees them.
+    const seen: Buffer[] = [];
+    const { up, fr } = await recorded({ tls: true, onBodyChunk: (c) => seen.push(c) });
+    const body = randomBytes(2 * 1024 * 1024 + 77);
+    const res = await new Promise<Reply>((resolve, reject) => {
+      const req = https.request(`${fr.url}/v2/a/blobs/uploads/u`, { method: 'PATCH', agent: false, rejectUnauthorized: false, headers: { 'transfer-encoding': 'chunked' } }, (r) => {
+        r.resume();
+        r.once('end', () => resolve({ status: r.statusCode ?? 0, headers: r.headers, body: Buffer.alloc(0), cut: false }));
+      });
+      req.once('error', reject);
+      for (let i = 0; i < body.length; i += 100_000) req.write(body.subarray(i, i + 100_000));
+      req.end();
+    });
+    assert.equal(res.status, 202);
+    assert.equal(sha(up.requests[0]!.body), sha(body), 'the registry got every byte, none from a freed buffer');
+    assert.ok(seen.length > 100, `the body came in TLS records (${seen.length} chunks)`);
+    const freed = seen.filter((c) => c.byteLength === 0).length;
+    if (typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function') assert.equal(freed, seen.length, `${process.version}: every chunk freed`);
+    else assert.equal(freed, 0, `${process.version}: nothing to free with`);
   });
 
   test('over the limit: 413, the registry never gets a byte past it, and its connection is destroyed', async () => {

@@ -73,6 +73,24 @@ export function relay(req: IncomingMessage, res: ServerResponse, plan: ForwardPl
   return new Promise<void>((resolve) => new Relay(req, res, plan, outcome, ctx, resolve).start());
 }
 
+/**
+ * Upload body chunks are given back to the allocator as soon as the registry's socket has written them,
+ * instead of when the garbage collector finds them: Node's parser hands each 16 KiB TLS record over in a
+ * fresh ArrayBuffer of its own (node_http_parser.cc, on_body: Buffer::Copy), nothing but this relay keeps
+ * it, and V8 would otherwise let tens of MiB of them wait for a collection (docs/benchmarks.md, "Memory").
+ * `ArrayBuffer.prototype.transfer(0)` detaches a buffer and frees its memory at once; Node 22 and later have
+ * it, Node 20 does not (there the GC frees them, as before).
+ */
+const canDetach = typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function';
+
+function detachAll(chunks: readonly Buffer[]): void {
+  for (const c of chunks) {
+    const ab = c.buffer as ArrayBuffer & { transfer(length: number): ArrayBuffer };
+    // Only a chunk that is its whole buffer is ours alone to free; a view into a shared one is left to the GC.
+    if (c.byteOffset === 0 && ab.byteLength === c.byteLength) ab.transfer(0);
+  }
+}
+
 /** Body bytes gathered before they are written upstream at once, without waiting for the next turn. */
 const MAX_BATCH_BYTES = 256 * 1024;
 
@@ -204,9 +222,14 @@ class Relay implements ConnectionReader {
     const conn = this.#conn;
     if (this.#batchBytes === 0 || conn === null || this.#bodyState !== BodyState.Sending) return;
     const socket = conn.socket;
+    const batch = this.#batch;
     socket.cork();
     if (this.#chunked) socket.write(`${this.#batchBytes.toString(16)}\r\n`, 'latin1');
-    for (const b of this.#batch) socket.write(b);
+    const last = batch.length - 1;
+    for (let i = 0; i < last; i++) socket.write(batch[i]!);
+    // Writes complete in order: the last one's callback means the registry's socket is done with them all.
+    if (canDetach) socket.write(batch[last]!, (err) => err || detachAll(batch));
+    else socket.write(batch[last]!);
     if (this.#chunked) socket.write('\r\n', 'latin1');
     socket.uncork();
     this.#batch = [];
