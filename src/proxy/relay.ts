@@ -20,6 +20,9 @@
  *   not relied on.)
  * - At most RING buffers per transfer: when none is free, reading stops, so a slow client holds the
  *   registry back instead of filling our memory, and reading resumes when a write calls back.
+ * - An upload chunk is freed (detached, Node 22+) only in the callback of the last write of its batch:
+ *   writes complete in order, so the registry's socket is done with every chunk of it. A chunk never written
+ *   (a refused or abandoned body) is left to the GC.
  *
  * Framing and pooling (docs/security.md):
  * - The response head is parsed strictly (response-head.ts); a head refused is a 502 and the connection is
