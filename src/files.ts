@@ -3,9 +3,24 @@
  * never reads half a file, and with modes that never expose a secret.
  */
 import { randomBytes } from 'node:crypto';
-import { open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
+import { lstat, open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { hasErrno } from './errors.js';
+
+/**
+ * Whether something is at `path`. `symlinks: 'count'` (before creating a file there): a link is something
+ * even when it points nowhere, since writing through it would create a file elsewhere. `'follow'`: only what
+ * a link points to counts.
+ */
+export async function pathExists(path: string, symlinks: 'count' | 'follow'): Promise<boolean> {
+  try {
+    await (symlinks === 'count' ? lstat(path) : stat(path));
+    return true;
+  } catch (err) {
+    if (hasErrno(err, 'ENOENT')) return false;
+    throw err;
+  }
+}
 
 /** The file's text, or null if it does not exist. */
 export async function readIfExists(path: string): Promise<string | null> {

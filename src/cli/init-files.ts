@@ -45,9 +45,7 @@ export interface InitInput {
   gid: number;
   /** The htpasswd file's text. */
   htpasswd: string;
-  tls:
-    | { kind: 'files'; caCert: string; caKey: string; serverChain: string; serverKey: string }
-    | { kind: 'acme'; email: string; domains: readonly string[] };
+  tls: { kind: 'files'; caCert: string; caKey: string; serverChain: string; serverKey: string } | Extract<TlsChoice, { kind: 'acme' }>;
 }
 
 export interface InitFile {

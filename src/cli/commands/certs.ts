@@ -8,7 +8,7 @@
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -19,8 +19,8 @@ import {
   normalizeDnsName,
   type CertificateAuthority,
 } from '../../tls/ca.js';
-import { PortcullisError, hasErrno } from '../../errors.js';
-import { writeFileAtomic } from '../../files.js';
+import { PortcullisError } from '../../errors.js';
+import { pathExists, writeFileAtomic } from '../../files.js';
 import { runCommand } from '../run.js';
 import { serverNames, trustSteps, type ServerNames } from '../trust-steps.js';
 
@@ -137,7 +137,7 @@ async function init(args: InitArgs, io: IO): Promise<number> {
   };
   for (const note of args.notes) io.stderr.write(`portcullis certs: note: ${note}\n`);
 
-  const existing = { cert: await exists(paths.cert), key: await exists(paths.key) };
+  const existing = { cert: await pathExists(paths.cert, 'follow'), key: await pathExists(paths.key, 'follow') };
   if ((existing.cert || existing.key) && !args.force) {
     const which = existing.cert ? paths.cert : paths.key;
     io.stderr.write(
@@ -148,7 +148,7 @@ async function init(args: InitArgs, io: IO): Promise<number> {
     return 1;
   }
 
-  const caFiles = { cert: await exists(paths.caCert), key: await exists(paths.caKey) };
+  const caFiles = { cert: await pathExists(paths.caCert, 'follow'), key: await pathExists(paths.caKey, 'follow') };
   if (caFiles.cert !== caFiles.key) {
     const [have, missing] = caFiles.cert ? [paths.caCert, paths.caKey] : [paths.caKey, paths.caCert];
     throw new PortcullisError(
@@ -216,15 +216,5 @@ function describeExisting(certPath: string): string {
     return ` (for ${c.subjectAltName ?? c.subject}; valid until ${new Date(c.validTo).toISOString()})`;
   } catch {
     return '';
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if (hasErrno(err, 'ENOENT')) return false;
-    throw err;
   }
 }

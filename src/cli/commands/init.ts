@@ -17,6 +17,7 @@ import { z } from 'zod';
 import { parseConfig } from '../../config/load.js';
 import { DEFAULT_BCRYPT_COST, hashPassword, setHtpasswdUser, userNameProblem } from '../../auth/htpasswd.js';
 import { PortcullisError, hasErrno } from '../../errors.js';
+import { pathExists } from '../../files.js';
 import { createCertificateAuthority, createServerCertificate, type ServerCertificate } from '../../tls/ca.js';
 import { DEFAULT_IMAGE, INIT_PATHS, PROXY_PORT, ACME_PORT, initPlan, initTargets, type InitInput, type InitPlan } from '../init-files.js';
 import type { CommandIO } from '../io.js';
@@ -135,11 +136,11 @@ function parseInitArgs(argv: string[]): InitArgs {
 async function init(args: InitArgs, io: CommandIO): Promise<number> {
   const kind = args.acme ? 'acme' : 'files';
   // Refuse before generating or writing anything, naming every file in the way.
-  if ((await exists(args.dir)) && !(await isFolder(args.dir))) {
+  if ((await pathExists(args.dir, 'count')) && !(await isFolder(args.dir))) {
     throw new PortcullisError('PCL_ERR_EXISTS', `${args.dir} exists and is not a folder: nothing was written.`);
   }
   const existing: string[] = [];
-  for (const target of initTargets(kind)) if (await exists(join(args.dir, target))) existing.push(target);
+  for (const target of initTargets(kind)) if (await pathExists(join(args.dir, target), 'count')) existing.push(target);
   if (existing.length > 0) {
     throw new PortcullisError(
       'PCL_ERR_EXISTS',
@@ -262,16 +263,6 @@ function report(
     lines.push(`Paths below are relative to ${args.dir === '.' ? 'this folder' : args.dir}.`, '', trustSteps({ caPath: INIT_PATHS.caCert, names: args.names, port, user: args.user }));
   }
   return lines.join('\n').replace(/\n*$/, '\n');
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path); // a dangling symlink counts: writing through it would create a file elsewhere
-    return true;
-  } catch (err) {
-    if (hasErrno(err, 'ENOENT')) return false;
-    throw err;
-  }
 }
 
 /** A folder, or a symlink to one. */
