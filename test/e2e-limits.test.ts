@@ -12,7 +12,7 @@ import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { request, skopeoCopy, type HttpResponse, type RequestOptions } from './helpers/clients.js';
+import { request, skopeoCopy, withDigest, type HttpResponse, type RequestOptions } from './helpers/clients.js';
 import { buildOciImage, pseudoRandomBytes, sha256 } from './helpers/oci-image.js';
 import { describeRun, makeTempDir } from './helpers/proc.js';
 import type { RunningPortcullis } from './helpers/portcullis.js';
@@ -47,10 +47,6 @@ function pathAndQuery(url: string): string {
   const u = /^https?:\/\/[^/]*(.*)$/.exec(url);
   assert.ok(u, url);
   return u[1]!;
-}
-
-function withDigest(location: string, digest: string): string {
-  return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
 }
 
 async function startUpload(name: string): Promise<{ location: string; uuid: string }> {

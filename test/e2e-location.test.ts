@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { chunkedBody, request, skopeoCopy, skopeoInspect, type HttpResponse, type RequestOptions } from './helpers/clients.js';
+import { chunkedBody, request, skopeoCopy, skopeoInspect, withDigest, type HttpResponse, type RequestOptions } from './helpers/clients.js';
 import { buildOciImage, pseudoRandomBytes, readOciImage, sha256 } from './helpers/oci-image.js';
 import { describeRun, freePort, makeTempDir } from './helpers/proc.js';
 import type { RunningPortcullis } from './helpers/portcullis.js';
@@ -25,10 +25,7 @@ const ALIAS_ORIGIN = 'http://registry.internal:5000';
 /** The stack of the describe running now (each has its own registry); `via` and skopeo trust its CA. */
 let stack: Stack;
 
-function via(proxy: RunningPortcullis, target: string, opts: RequestOptions = {}): Promise<HttpResponse> {
-  const url = /^https?:\/\//.test(target) ? target : `${proxy.url}${target}`;
-  return request(url, { ca: stack.certs.ca, auth: { user: USER, password: PASSWORD }, ...opts });
-}
+const via = (to: RunningPortcullis, target: string, opts?: RequestOptions): Promise<HttpResponse> => stack.requestTo(to, target, opts);
 
 /** Path and query of an absolute URL, exactly as written (no URL parsing, so no re-encoding). */
 function pathAndQuery(url: string): string {
@@ -68,10 +65,6 @@ function verifyState(registry: RunningRegistry, url: string): UploadState {
   const padded = b64 + '='.repeat((4 - (b64.length % 4)) % 4);
   assert.equal(query, `_state=${padded.replaceAll('=', '%3D')}`, 'query is not the registry\'s encoding of its _state');
   return JSON.parse(payload.toString('utf8')) as UploadState;
-}
-
-function withDigest(location: string, digest: string): string {
-  return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
 }
 
 describe('registry with http.host = its internal address, proxy on a non-standard port', () => {

@@ -10,7 +10,7 @@ import { existsSync, statSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { errorCodes, request, skopeoCopy, type HttpResponse, type RequestOptions } from './helpers/clients.js';
+import { errorCodes, request, skopeoCopy, withDigest, type HttpResponse, type RequestOptions } from './helpers/clients.js';
 import { buildOciImage, pseudoRandomBytes, readOciImage, sha256 } from './helpers/oci-image.js';
 import { describeRun, makeTempDir, sleep } from './helpers/proc.js';
 import { accessLines, type LogLine, type RunningPortcullis } from './helpers/portcullis.js';
@@ -41,10 +41,6 @@ after(() => stack?.close());
 
 function px(target: string, opts: RequestOptions = {}): Promise<HttpResponse> {
   return stack.request(target, opts);
-}
-
-function withDigest(location: string, digest: string): string {
-  return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
 }
 
 /** Wait (up to 5 s) until the proxy (`pid`) holds at most `max` connections to the registry. */

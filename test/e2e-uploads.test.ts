@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { chunkedBody, request, type HttpResponse, type RequestOptions } from './helpers/clients.js';
+import { chunkedBody, request, withDigest, type HttpResponse, type RequestOptions } from './helpers/clients.js';
 import { pseudoRandomBytes, sha256 } from './helpers/oci-image.js';
 import type { RunningPortcullis } from './helpers/portcullis.js';
 import type { RunningRegistry } from './helpers/registry.js';
@@ -39,11 +39,6 @@ function locationOf(r: HttpResponse): string {
   assert.equal(typeof location, 'string', `no Location in ${r.status} answer: ${JSON.stringify(r.headers)}`);
   assert.ok(String(location).startsWith(`${proxy.url}/v2/`), `Location does not point at the proxy: ${location}`);
   return String(location);
-}
-
-/** Append `digest=` to an upload URL without re-encoding its existing query (the signed `_state`). */
-function withDigest(location: string, digest: string): string {
-  return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
 }
 
 async function startUpload(name: string): Promise<{ location: string; uuid: string; start: HttpResponse }> {

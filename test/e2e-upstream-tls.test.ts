@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { errorCodes, request, skopeoCopy, skopeoInspect, type HttpResponse, type RequestOptions } from './helpers/clients.js';
+import { errorCodes, request, skopeoCopy, skopeoInspect, withDigest, type HttpResponse, type RequestOptions } from './helpers/clients.js';
 import { buildOciImage, pseudoRandomBytes, sha256 } from './helpers/oci-image.js';
 import { accessLines, type RunningPortcullis } from './helpers/portcullis.js';
 import { describeRun, freePort, makeTempDir } from './helpers/proc.js';
@@ -52,14 +52,7 @@ after(async () => {
   otherCa?.cleanup();
 });
 
-function via(p: RunningPortcullis, target: string, opts: RequestOptions = {}): Promise<HttpResponse> {
-  const url = /^https:\/\//.test(target) ? target : `${p.url}${target}`;
-  return request(url, { ca: stack.certs.ca, auth: { user: USER, password: PASSWORD }, ...opts });
-}
-
-function withDigest(location: string, digest: string): string {
-  return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
-}
+const via = (to: RunningPortcullis, target: string, opts?: RequestOptions): Promise<HttpResponse> => stack.requestTo(to, target, opts);
 
 describe('a registry serving TLS from a private CA, with upstream.ca', () => {
   test('the registry itself: https only, trusted with its CA alone, writing its own https origin into Locations', async () => {

@@ -270,6 +270,11 @@ export interface HttpResponse {
   json(): unknown;
 }
 
+/** Append `digest=` to an upload URL without re-encoding its existing query (the signed `_state`): the closing PUT. */
+export function withDigest(location: string, digest: string): string {
+  return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
+}
+
 /** One HTTP(S) request with node's http/https (not fetch: it allows chunked bodies, custom CAs and any header). */
 export function request(url: string | URL, opts: RequestOptions = {}): Promise<HttpResponse> {
   const u = typeof url === 'string' ? new URL(url) : url;

@@ -18,6 +18,8 @@ export interface Stack {
   /** A request to the proxy (a path, or an absolute URL such as a Location), trusting only the test CA and
    * authenticated as the first user. */
   request(target: string, opts?: RequestOptions): Promise<HttpResponse>;
+  /** The same request to another proxy of this stack (one startProxy gave). */
+  requestTo(proxy: RunningPortcullis, target: string, opts?: RequestOptions): Promise<HttpResponse>;
   /** Another proxy over the same registry, certificate and htpasswd (`extra` as for `proxy`); close() stops it. */
   startProxy(extra?: Record<string, unknown>, start?: StartPortcullisOptions): Promise<RunningPortcullis>;
   close(): Promise<void>;
@@ -70,13 +72,15 @@ export async function startStack(users: Record<string, string>, opts: StackOptio
   };
   const proxy = await startProxy(opts.proxy, opts.start);
   const [user, password] = Object.entries(users)[0]!;
+  const requestTo = (to: RunningPortcullis, target: string, o: RequestOptions = {}): Promise<HttpResponse> =>
+    request(/^https?:\/\//.test(target) ? target : `${to.url}${target}`, { ca: certs.ca, auth: { user, password }, ...o });
   return {
     certs,
     registry,
     proxy,
     htpasswd,
-    request: (target, o = {}) =>
-      request(target.startsWith('https://') ? target : `${proxy.url}${target}`, { ca: certs.ca, auth: { user, password }, ...o }),
+    request: (target, o) => requestTo(proxy, target, o),
+    requestTo,
     startProxy,
     close: async () => {
       for (const p of proxies) await p.stop();
