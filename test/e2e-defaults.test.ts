@@ -39,7 +39,8 @@ before(async () => {
   mkdirSync(join(dir, 'certs'));
   writeFileSync(join(dir, 'certs/server.crt'), certs.cert);
   writeFileSync(join(dir, 'certs/server.key'), certs.key);
-  await writeHtpasswd(mkdirAt(join(dir, 'auth')), { [USER]: PASSWORD });
+  mkdirSync(join(dir, 'auth'));
+  await writeHtpasswd(join(dir, 'auth'), { [USER]: PASSWORD });
 });
 
 after(async () => {
@@ -47,11 +48,6 @@ after(async () => {
   await registry?.close();
   certs?.cleanup();
 });
-
-function mkdirAt(path: string): string {
-  mkdirSync(path, { recursive: true });
-  return path;
-}
 
 /** The shipped proxy.yaml, with the addresses of this machine and `env` on top. */
 async function shippedProxy(env: Record<string, string> = {}): Promise<RunningPortcullis> {

@@ -8,7 +8,6 @@
  * password; a second init refusing and changing nothing; --acme, --password-stdin and the usage errors.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -27,7 +26,7 @@ import {
 import { parseConfig } from '../src/config/load.ts';
 import { dockerLogin, request } from './helpers/clients.js';
 import { REPO_ROOT, runCli, startPortcullis, type RunningPortcullis } from './helpers/portcullis.js';
-import { describeRun, makeTempDir, type RunResult } from './helpers/proc.js';
+import { describeRun, makeTempDir, run, type RunResult } from './helpers/proc.js';
 import { startRegistry, type RunningRegistry } from './helpers/registry.js';
 
 const T = { timeout: 120_000 };
@@ -64,16 +63,10 @@ function snapshot(dir: string): Map<string, { content: string; mode: number; mti
 }
 
 /** `docker-compose -f FILE --env-file ENV config`, parsed; with only PATH and HOME from this environment. */
-function composeConfig(file: string, envFile: string): Promise<{ r: RunResult; doc: Obj | null }> {
+async function composeConfig(file: string, envFile: string): Promise<{ r: RunResult; doc: Obj | null }> {
   const env = { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp' };
-  return new Promise((done) => {
-    const started = Date.now();
-    execFile('docker-compose', ['-f', file, '--env-file', envFile, 'config'], { env, timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 127) : 0;
-      const r: RunResult = { code, signal: null, stdout, stderr, timedOut: false, ms: Date.now() - started };
-      done({ r, doc: code === 0 ? obj(parseYaml(stdout), 'compose config') : null });
-    });
-  });
+  const r = await run('docker-compose', ['-f', file, '--env-file', envFile, 'config'], { env });
+  return { r, doc: r.code === 0 ? obj(parseYaml(r.stdout), 'compose config') : null };
 }
 
 function init(args: string[], input?: string): Promise<RunResult> {
